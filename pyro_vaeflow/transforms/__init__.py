@@ -1,0 +1,29 @@
+"""Flows as Pyro ``TransformModule``\\ s mapping base → data.
+
+Image flows act on ``[..., C, H, W]`` (event dimension 3); the prior's flow acts on vectors
+(event dimension 1). Every flow is a :class:`Flow`: it computes each log-determinant once,
+and its cache never returns values computed with older parameters.
+"""
+
+from pyro_vaeflow.transforms.actnorm import ActNorm2d
+from pyro_vaeflow.transforms.base import ComposeFlow, Flow
+from pyro_vaeflow.transforms.conv1x1 import InvConv1x1
+from pyro_vaeflow.transforms.coupling import AdditiveCoupling2d, AffineCoupling2d, glow_conditioner
+from pyro_vaeflow.transforms.glow import glow
+from pyro_vaeflow.transforms.realnvp import AffineCoupling1d, realnvp
+from pyro_vaeflow.transforms.squeeze import Squeeze2d, Unsqueeze2d
+
+__all__ = [
+    "ActNorm2d",
+    "AdditiveCoupling2d",
+    "AffineCoupling1d",
+    "AffineCoupling2d",
+    "ComposeFlow",
+    "Flow",
+    "InvConv1x1",
+    "Squeeze2d",
+    "Unsqueeze2d",
+    "glow",
+    "glow_conditioner",
+    "realnvp",
+]

@@ -1,0 +1,65 @@
+"""Every flow of the package, built small and perturbed away from its initialisation.
+
+Each case is ``(id, factory, event_shape)``: ``factory()`` builds the flow in the current
+default dtype and ``event_shape`` is the shape of its base (input) event. A new flow gets the
+whole property suite of ``test_transforms.py`` by adding one line here.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from pyro_vaeflow.transforms import (
+    ActNorm2d,
+    AdditiveCoupling2d,
+    AffineCoupling1d,
+    AffineCoupling2d,
+    InvConv1x1,
+    Squeeze2d,
+    Unsqueeze2d,
+    glow,
+    realnvp,
+)
+
+
+def perturb(flow, scale: float = 0.3):
+    """Move every parameter away from its (often zero or identity) initial value."""
+    with torch.no_grad():
+        for parameter in flow.parameters():
+            parameter.add_(scale * torch.randn_like(parameter))
+    return flow
+
+
+def initialised_glow(**kwargs):
+    flow = glow(**kwargs)
+    flow.inv(3.0 + 2.0 * torch.randn(16, kwargs["channels"], 4, 4))
+    return perturb(flow)
+
+
+CASES = [
+    ("ActNorm2d", lambda: perturb(ActNorm2d(2, init="identity")), (2, 4, 4)),
+    ("InvConv1x1", lambda: perturb(InvConv1x1(3)), (3, 4, 4)),
+    ("AdditiveCoupling2d", lambda: perturb(AdditiveCoupling2d(2, hidden_channels=6)), (2, 4, 4)),
+    ("AffineCoupling2d", lambda: perturb(AffineCoupling2d(3, hidden_channels=6)), (3, 4, 4)),
+    ("Squeeze2d", lambda: Squeeze2d(), (1, 4, 4)),
+    ("Unsqueeze2d", lambda: Unsqueeze2d(), (4, 2, 2)),
+    (
+        "glow-additive-identity",
+        lambda: perturb(glow(2, depth=2, hidden_channels=6, init="identity")),
+        (2, 4, 4),
+    ),
+    (
+        "glow-affine-squeeze",
+        lambda: perturb(
+            glow(1, depth=2, hidden_channels=6, coupling="affine", squeeze=1, init="identity")
+        ),
+        (1, 4, 4),
+    ),
+    (
+        "glow-data-init",
+        lambda: initialised_glow(channels=2, depth=2, hidden_channels=6),
+        (2, 4, 4),
+    ),
+    ("AffineCoupling1d", lambda: perturb(AffineCoupling1d(5, hidden_dims=(8, 8))), (5,)),
+    ("realnvp", lambda: perturb(realnvp(4, num_layers=3, hidden_dims=(8, 8))), (4,)),
+]
