@@ -2,17 +2,19 @@ r"""Glow's channel coupling layers, additive and affine, and its default conditi
 
 from __future__ import annotations
 
-import math
-
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.distributions import constraints
 
 from pyro_vaeflow.transforms.base import Flow
 from pyro_vaeflow.transforms.shapes import check_image
 
-__all__ = ["AdditiveCoupling2d", "AffineCoupling2d", "glow_conditioner"]
+__all__ = ["AdditiveCoupling2d", "AffineCoupling2d", "glow_conditioner", "soft_clamp"]
+
+
+def soft_clamp(h: Tensor, bound: float) -> Tensor:
+    r"""A smooth clamp to :math:`(-c, c)`: :math:`c \tanh(h / c)`, the identity near 0."""
+    return bound * torch.tanh(h / bound)
 
 
 def glow_conditioner(in_channels: int, out_channels: int, hidden_channels: int = 512) -> nn.Module:
@@ -119,20 +121,20 @@ class AffineCoupling2d(_Coupling2d):
 
     The conditioner returns :math:`(h, t)` from :math:`x_a`, and
 
-    .. math:: s = \frac{\sigma(h + 2)}{\sigma(2)} \in \left(0, \tfrac{1}{\sigma(2)}\right),
-              \qquad u_b = (x_b + t)\odot s \quad(\text{data} \to \text{base}),
+    .. math:: \log s = c \tanh(h / c), \qquad
+              u_b = (x_b + t)\odot s \quad(\text{data} \to \text{base}), \qquad
+              \log\left|\det \frac{\partial x}{\partial u}\right| = -\sum \log s .
 
-    .. math:: \log\left|\det \frac{\partial x}{\partial u}\right| = -\sum \log s .
-
-    Glow's :math:`\sigma(h+2)` is divided by :math:`\sigma(2)` so that a zero-initialised
-    conditioner gives exactly the identity; the scale stays bounded above, and its log is
-    computed with ``logsigmoid``, so both directions are stable in float32.
+    The scale lies in :math:`(e^{-c}, e^{c})`, so both directions stay finite and invertible in
+    float32, and a zero-initialised conditioner gives exactly the identity. (Glow's
+    :math:`s = \sigma(h + 2)` is neither: it is 0.88 at :math:`h = 0` and can reach 0.)
 
     Args:
         channels: number of channels :math:`C \ge 2`; :math:`x_a` has :math:`\lfloor C/2 \rfloor`.
         hidden_channels: width of the default conditioner (:func:`glow_conditioner`).
         net: a custom conditioner mapping ``[N, C//2, H, W]`` to ``[N, 2(C - C//2), H, W]``
             (first the pre-scale :math:`h`, then the shift :math:`t`).
+        scale_bound: :math:`c`.
         cache_size: see :class:`~pyro_vaeflow.transforms.Flow`.
 
     Example:
@@ -144,11 +146,21 @@ class AffineCoupling2d(_Coupling2d):
     """
 
     out_factor = 2
-    _log_sigmoid_2 = math.log(1.0 / (1.0 + math.exp(-2.0)))
+
+    def __init__(
+        self,
+        channels: int,
+        hidden_channels: int = 512,
+        net: nn.Module | None = None,
+        scale_bound: float = 3.0,
+        cache_size: int = 1,
+    ) -> None:
+        super().__init__(channels, hidden_channels, net, cache_size)
+        self.scale_bound = scale_bound
 
     def _scale_shift(self, h_a: Tensor) -> tuple[Tensor, Tensor]:
         pre_scale, shift = self._condition(h_a).chunk(2, dim=-3)
-        return F.logsigmoid(pre_scale + 2.0) - self._log_sigmoid_2, shift
+        return soft_clamp(pre_scale, self.scale_bound), shift
 
     def forward_and_log_det(self, u: Tensor) -> tuple[Tensor, Tensor]:
         u_a, u_b = self._halves(u)

@@ -10,6 +10,7 @@ from torch import Tensor, nn
 from torch.distributions import constraints
 
 from pyro_vaeflow.transforms.base import ComposeFlow, Flow
+from pyro_vaeflow.transforms.coupling import soft_clamp
 
 __all__ = ["AffineCoupling1d", "realnvp"]
 
@@ -76,7 +77,7 @@ class AffineCoupling1d(Flow):
 
     def _scale_shift(self, h_a: Tensor) -> tuple[Tensor, Tensor]:
         pre_scale, shift = self.net(h_a)
-        return self.scale_bound * torch.tanh(pre_scale / self.scale_bound), shift
+        return soft_clamp(pre_scale, self.scale_bound), shift
 
     def forward_and_log_det(self, u: Tensor) -> tuple[Tensor, Tensor]:
         u_a, u_b = self._halves(u)
