@@ -3,7 +3,9 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: test test-all lint docs bench clean
+FASHION_MNIST := /usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz
+
+.PHONY: test test-all lint docs bench clean data
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -14,10 +16,23 @@ $(VENV)/.installed-%: setup.cfg pyproject.toml | $(VENV)/bin/python
 	$(PY) -m pip install --quiet -e '.[$*]'
 	touch $@
 
-test: $(VENV)/.installed-test
+# The embedded dataset: real Fashion-MNIST from Debian's dataset-fashion-mnist package.
+data: $(FASHION_MNIST)
+
+$(FASHION_MNIST):
+	@if [ "$$(id -u)" = 0 ]; then \
+		apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist; \
+	elif command -v sudo >/dev/null; then \
+		sudo apt-get update -qq && sudo apt-get install -y -qq dataset-fashion-mnist; \
+	else \
+		echo "Fashion-MNIST is missing: install the Debian package dataset-fashion-mnist" \
+		     "(as root: apt-get update && apt-get install -y dataset-fashion-mnist)"; exit 1; \
+	fi
+
+test: $(VENV)/.installed-test data
 	$(PY) -m pytest
 
-test-all: $(VENV)/.installed-test
+test-all: $(VENV)/.installed-test data
 	$(PY) -m pytest -m ""
 
 lint: $(VENV)/.installed-test
