@@ -1,0 +1,78 @@
+r"""Mini-batches of dequantised images from pixels, floats or a torch ``Dataset``."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
+
+from pyro_vaeflow.data import dequantize
+
+__all__ = ["Batches"]
+
+
+class Batches:
+    r"""Shuffled mini-batches of images in [0, 1), dequantised afresh each epoch.
+
+    Args:
+        data: ``uint8`` pixels ``[N, C, H, W]`` (dequantised with ``n_bits``), a float tensor
+            in [0, 1] (used as it is), or a ``Dataset`` whose items are images or
+            ``(image, label)`` pairs.
+        batch_size: images per batch.
+        n_bits: bits per pixel of the dequantisation.
+        shuffle: reshuffle each epoch with ``generator``.
+        generator: the generator of the shuffling (its state is checkpointed).
+
+    Example:
+        >>> batches = Batches(torch.zeros(10, 1, 4, 4, dtype=torch.uint8), batch_size=4)
+        >>> [tuple(b.shape) for b in batches]
+        [(4, 1, 4, 4), (4, 1, 4, 4), (2, 1, 4, 4)]
+    """
+
+    def __init__(
+        self,
+        data: Tensor | Dataset,
+        batch_size: int,
+        n_bits: int = 8,
+        shuffle: bool = True,
+        generator: torch.Generator | None = None,
+    ) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if isinstance(data, Tensor):
+            if data.dtype != torch.uint8 and not data.is_floating_point():
+                raise ValueError(f"expected uint8 pixels or floats in [0, 1], got {data.dtype}")
+            if data.dim() != 4:
+                raise ValueError(f"expected images [N, C, H, W], got shape {tuple(data.shape)}")
+        elif not isinstance(data, Dataset):
+            raise TypeError(f"data must be a tensor or a torch Dataset, got {type(data).__name__}")
+        if len(data) == 0:
+            raise ValueError("no training data: the dataset is empty")
+        self.data, self.batch_size, self.n_bits, self.shuffle = data, batch_size, n_bits, shuffle
+        self.generator = generator or torch.Generator().manual_seed(0)
+
+    def __len__(self) -> int:
+        return -(-len(self.data) // self.batch_size)
+
+    def _prepare(self, x: Tensor) -> Tensor:
+        if isinstance(x, (tuple, list)):
+            x = x[0]
+        return dequantize(x, self.n_bits) if x.dtype == torch.uint8 else x
+
+    def __iter__(self) -> Iterator[Tensor]:
+        if isinstance(self.data, Tensor):
+            n = len(self.data)
+            order = torch.randperm(n, generator=self.generator) if self.shuffle else None
+            for start in range(0, n, self.batch_size):
+                index = slice(start, start + self.batch_size)
+                yield self._prepare(
+                    self.data[order[index]] if order is not None else self.data[index]
+                )
+        else:
+            loader = DataLoader(
+                self.data, self.batch_size, shuffle=self.shuffle, generator=self.generator
+            )
+            for batch in loader:
+                yield self._prepare(batch)

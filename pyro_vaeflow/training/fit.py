@@ -1,0 +1,229 @@
+r"""``fit``: one training phase of a :class:`~pyro_vaeflow.models.VAEFlow` with SVI."""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import os
+import time
+from pathlib import Path
+
+import pyro
+import torch
+from pyro.infer import Trace_ELBO
+from torch import Tensor
+from torch.utils.data import Dataset
+from tqdm.auto import tqdm
+
+from pyro_vaeflow.checkpoint import load_checkpoint, save_checkpoint
+from pyro_vaeflow.data import train_val_split
+from pyro_vaeflow.training.batches import Batches
+from pyro_vaeflow.training.guarded_svi import GuardedSVI
+from pyro_vaeflow.training.phases import phase as training_phase
+
+__all__ = ["fit", "loss_to_bits_per_dim"]
+
+
+def loss_to_bits_per_dim(loss: float, batch: int, num_dims: int, n_bits: int = 8) -> float:
+    r"""A summed negative ELBO (nats) of ``batch`` images as bits/dim of the pixels.
+
+    .. math:: \text{bits/dim} = n_\text{bits} + \frac{\mathcal{L}}{B\,D \ln 2}
+
+    Example:
+        >>> round(loss_to_bits_per_dim(0.0, 1, 784), 2)
+        8.0
+    """
+    return n_bits + loss / (batch * num_dims * math.log(2))
+
+
+def _learning_rate(lr: float, epoch: int, halve_every: int | None) -> float:
+    return lr * 0.5 ** (epoch // halve_every) if halve_every else lr
+
+
+@torch.no_grad()
+def _evaluate(vae, batches: Batches, n_bits: int) -> float:
+    elbo, total, count = Trace_ELBO(), 0.0, 0
+    for x in batches:
+        x = x.to(next(vae.parameters()).device)
+        total += elbo.loss(vae.model, vae.guide, x)
+        count += len(x)
+    return loss_to_bits_per_dim(total, count, vae.num_dims, n_bits)
+
+
+def fit(
+    vae,
+    data: Tensor | Dataset,
+    phase: str,
+    epochs: int = 1,
+    batch_size: int = 128,
+    lr: float = 1e-3,
+    *,
+    lr_halve_every: int | None = None,
+    clip_norm: float | None = None,
+    num_particles: int = 1,
+    val_data: Tensor | Dataset | None = None,
+    val_fraction: float = 0.1,
+    patience: int | None = None,
+    max_consecutive_skipped: int = 20,
+    n_bits: int = 8,
+    run_dir: str | os.PathLike | None = None,
+    resume: bool = False,
+    seed: int = 0,
+    progress: bool = True,
+) -> list[dict]:
+    r"""Train one phase of ``vae`` with ``SVI(model, guide, Adam, Trace_ELBO())``.
+
+    Each step maximises the ELBO of a mini-batch (:math:`-\mathcal{L}`, reported in bits/dim).
+    Phases (see :func:`~pyro_vaeflow.training.phase`): ``"vae"`` (encoder, decoder and prior,
+    without the Glow layer), ``"glow"`` (only the Glow layer; all else stays bit-identical),
+    ``"prior"`` (only the prior, with early stopping on a validation split) and ``"joint"``.
+
+    Training runs in a fresh Pyro param-store scope, so parameters of other models registered
+    under the same names cannot be optimised by mistake. A step with a non-finite loss or
+    gradient is skipped and counted; ``max_consecutive_skipped`` of them in a row stop training
+    with a clear error. With ``run_dir``, a checkpoint
+    ``<run_dir>/<phase>.ckpt`` (model, optimiser, epoch, RNG states, history) is written
+    atomically after each epoch, ``metrics.jsonl`` gets one line per epoch, and
+    ``resume=True`` continues exactly where a previous call stopped.
+
+    Args:
+        vae: a :class:`~pyro_vaeflow.models.VAEFlow`.
+        data: ``uint8`` pixels ``[N, C, H, W]``, floats in [0, 1], or a ``Dataset``.
+        phase: ``"vae"``, ``"glow"``, ``"prior"`` or ``"joint"``.
+        epochs: the total number of epochs of this phase (including resumed ones).
+        batch_size: images per step.
+        lr: Adam's learning rate.
+        lr_halve_every: halve the learning rate every this many epochs (the paper: 250).
+        clip_norm: clip each parameter's gradient norm (Pyro's ``clip_args``).
+        num_particles: ELBO particles per datum.
+        val_data: validation data; for ``"prior"`` it defaults to a ``val_fraction`` split.
+        val_fraction: the share of ``data`` held out when ``val_data`` is needed but not given.
+        patience: stop after this many epochs without a better validation bits/dim
+            (default: 5 for ``"prior"``, none otherwise) and restore the best weights.
+        max_consecutive_skipped: bad steps in a row before training stops.
+        n_bits: bits per pixel of the dequantisation.
+        run_dir: where checkpoints and metrics go (none: nothing is written).
+        resume: continue from ``<run_dir>/<phase>.ckpt`` if it exists.
+        seed: seeds Pyro/torch and the shuffling (ignored when resuming).
+        progress: show a tqdm bar with the loss in bits/dim.
+
+    Returns:
+        One dict per epoch: ``phase, epoch, lr, train_bpd, val_bpd, skipped, seconds``.
+
+    Example:
+        >>> from pyro_vaeflow.models import VAEFlow
+        >>> vae = VAEFlow((1, 8, 8), 2, depth=1, base_channels=2, fc_dim=8, prior_layers=1,
+        ...               prior_hidden_dims=(8,), glow_depth=1, glow_hidden_channels=4)
+        >>> pixels = torch.randint(0, 256, (16, 1, 8, 8), dtype=torch.uint8)
+        >>> history = fit(vae, pixels, "vae", epochs=2, batch_size=8, progress=False)
+        >>> [row["epoch"] for row in history], math.isfinite(history[-1]["train_bpd"])
+        ([1, 2], True)
+    """
+    checkpoint = Path(run_dir) / f"{phase}.ckpt" if run_dir is not None else None
+    if phase == "prior" and val_data is None:
+        data, val_data = train_val_split(data, val_fraction, seed)
+    if patience is None and phase == "prior":
+        patience = 5
+    if patience is not None and val_data is None:
+        raise ValueError("early stopping (patience) needs val_data")
+    pyro.set_rng_seed(seed)
+    shuffle = torch.Generator().manual_seed(seed)
+    batches = Batches(data, batch_size, n_bits, generator=shuffle)
+    val_batches = None if val_data is None else Batches(val_data, batch_size, n_bits, shuffle=False)
+    state = {"lr": lr}
+    optim = pyro.optim.Adam(
+        lambda _: {"lr": state["lr"]}, {"clip_norm": clip_norm} if clip_norm else None
+    )
+    history: list[dict] = []
+    best = {"bpd": math.inf, "weights": None, "stale": 0}
+    start = 0
+    if resume and checkpoint is not None and checkpoint.exists():
+        saved = load_checkpoint(checkpoint, kind="training")
+        if saved["phase"] != phase:
+            raise ValueError(f"{checkpoint} is a {saved['phase']!r} checkpoint, not {phase!r}")
+        vae.load_state_dict(saved["model"])
+        optim.set_state(saved["optimizer"])
+        torch.set_rng_state(saved["rng"]["torch"])
+        shuffle.set_state(saved["rng"]["shuffle"])
+        history, start = list(saved["history"]), int(saved["epoch"])
+        best.update(saved["best"])
+    device = next(vae.parameters()).device
+    with pyro.get_param_store().scope(), training_phase(vae, phase):
+        svi = GuardedSVI(
+            vae.model,
+            vae.guide,
+            optim,
+            Trace_ELBO(num_particles=num_particles, vectorize_particles=True, max_plate_nesting=1),
+            max_consecutive_skipped,
+        )
+        for epoch in range(start, epochs):
+            state["lr"] = _learning_rate(lr, epoch, lr_halve_every)
+            for optimizer in optim.optim_objs.values():
+                for group in optimizer.param_groups:
+                    group["lr"] = state["lr"]
+            began, total, count, skipped = time.perf_counter(), 0.0, 0, svi.skipped
+            bar = tqdm(
+                batches, desc=f"{phase} {epoch + 1}/{epochs}", disable=not progress, leave=False
+            )
+            for x in bar:
+                loss = svi.step(x.to(device))
+                if math.isfinite(loss):
+                    total, count = total + loss, count + len(x)
+                    bar.set_postfix(
+                        bpd=f"{loss_to_bits_per_dim(loss, len(x), vae.num_dims, n_bits):.3f}"
+                    )
+            row = {
+                "phase": phase,
+                "epoch": epoch + 1,
+                "lr": state["lr"],
+                "train_bpd": loss_to_bits_per_dim(total, max(count, 1), vae.num_dims, n_bits)
+                if count
+                else math.nan,
+                "val_bpd": None if val_batches is None else _evaluate(vae, val_batches, n_bits),
+                "skipped": svi.skipped - skipped,
+                "seconds": time.perf_counter() - began,
+            }
+            history.append(row)
+            stop = False
+            if patience is not None:
+                if row["val_bpd"] < best["bpd"]:
+                    best.update(
+                        bpd=row["val_bpd"], stale=0, weights=copy.deepcopy(vae.state_dict())
+                    )
+                else:
+                    best["stale"] += 1
+                    stop = best["stale"] >= patience
+            if checkpoint is not None:
+                save_checkpoint(
+                    {
+                        "kind": "training",
+                        "phase": phase,
+                        "epoch": epoch + 1,
+                        "config": vae.config,
+                        "model": vae.state_dict(),
+                        "optimizer": optim.get_state(),
+                        "history": history,
+                        "best": best,
+                        "rng": {"torch": torch.get_rng_state(), "shuffle": shuffle.get_state()},
+                    },
+                    checkpoint,
+                )
+                with open(checkpoint.parent / "metrics.jsonl", "a") as log:
+                    log.write(json.dumps(row) + "\n")
+            if progress:
+                tqdm.write(_describe(row))
+            if stop:
+                break
+    if best["weights"] is not None:
+        vae.load_state_dict(best["weights"])
+    return history
+
+
+def _describe(row: dict) -> str:
+    text = f"{row['phase']} epoch {row['epoch']}: train {row['train_bpd']:.4f} bits/dim"
+    if row["val_bpd"] is not None:
+        text += f", validation {row['val_bpd']:.4f}"
+    if row["skipped"]:
+        text += f", {row['skipped']} non-finite steps skipped"
+    return text + f" ({row['seconds']:.1f} s)"

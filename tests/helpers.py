@@ -1,0 +1,35 @@
+"""Small real data and tiny models shared by the model, training and inference tests."""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+
+from pyro_vaeflow.data import dequantize, load_images
+from pyro_vaeflow.models import VAEFlow
+
+TINY = {
+    "base_channels": 4,
+    "fc_dim": 16,
+    "prior_layers": 2,
+    "prior_hidden_dims": (16, 16),
+    "glow_depth": 2,
+    "glow_hidden_channels": 8,
+}
+
+
+@functools.cache
+def fashion_pixels(n: int = 64, split: str = "test") -> torch.Tensor:
+    """The first ``n`` real Fashion-MNIST images of ``split`` as ``uint8`` pixels."""
+    return load_images("fashion-mnist", split)[:n].clone()
+
+
+def fashion_images(n: int = 16, seed: int = 0) -> torch.Tensor:
+    """The first ``n`` real Fashion-MNIST test images, dequantised with a fixed seed."""
+    return dequantize(fashion_pixels(n), generator=torch.Generator().manual_seed(seed))
+
+
+def tiny_vae(**overrides) -> VAEFlow:
+    """A VAEFlow small enough for a unit test on 28×28 images."""
+    return VAEFlow((1, 28, 28), 4, **{**TINY, **overrides})

@@ -1,0 +1,165 @@
+"""fit(): phases, freezing, non-finite steps, checkpoints and exact resume."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+from torch.utils.data import TensorDataset
+
+from pyro_vaeflow.checkpoint import CheckpointError
+from pyro_vaeflow.training import Batches, NonFiniteLossError, fit, phase
+from tests.helpers import fashion_images, fashion_pixels, tiny_vae
+from tests.registry import perturb
+
+
+def snapshot(module):
+    return {name: value.detach().clone() for name, value in module.state_dict().items()}
+
+
+def changed(before, module, prefix):
+    return [
+        name
+        for name, value in module.state_dict().items()
+        if name.startswith(prefix) and not torch.equal(value, before[name])
+    ]
+
+
+def quick_fit(vae, phase_name, **kwargs):
+    options = {"epochs": 1, "batch_size": 16, "lr": 1e-2, "progress": False}
+    return fit(vae, fashion_pixels(32), phase_name, **{**options, **kwargs})
+
+
+def test_glow_phase_keeps_everything_else_bit_identical():
+    vae = tiny_vae()
+    before = snapshot(vae)
+    quick_fit(vae, "glow")
+    assert changed(before, vae, "glow.")
+    for part in ("encoder.", "decoder.", "decoder_scale.", "prior_flow."):
+        assert changed(before, vae, part) == [], part
+
+
+def test_vae_phase_trains_without_the_glow_layer():
+    vae = tiny_vae()
+    before = snapshot(vae)
+    quick_fit(vae, "vae")
+    assert changed(before, vae, "glow.") == []
+    for part in ("encoder.", "decoder.", "prior_flow."):
+        assert changed(before, vae, part), part
+    assert vae.glow_enabled
+
+
+def test_prior_phase_trains_only_the_prior_and_stops_early():
+    vae = tiny_vae()
+    before = snapshot(vae)
+    history = quick_fit(vae, "prior", epochs=4, patience=1, lr=0.5)
+    assert changed(before, vae, "prior_flow.")
+    assert [name for name in before if not name.startswith("prior_flow.")] == [
+        name for name in before if name not in changed(before, vae, "")
+    ]
+    assert all(row["val_bpd"] is not None for row in history)
+    best = min(row["val_bpd"] for row in history)
+    assert len(history) < 4 or history[-1]["val_bpd"] > best
+
+
+def test_joint_phase_trains_everything():
+    vae = perturb(tiny_vae(), scale=0.05)
+    before = snapshot(vae)
+    quick_fit(vae, "joint")
+    for part in ("encoder.", "decoder.", "prior_flow.", "glow."):
+        assert changed(before, vae, part), part
+
+
+def test_phase_restores_requires_grad_and_rejects_unknown_phases():
+    vae = tiny_vae(prior="normal", glow_depth=0)
+    with phase(vae, "vae"):
+        pass
+    assert all(p.requires_grad for p in vae.parameters())
+    with pytest.raises(ValueError, match="unknown phase"), phase(vae, "decoder"):
+        pass
+    with pytest.raises(ValueError, match="Glow layer"), phase(vae, "glow"):
+        pass
+    with pytest.raises(ValueError, match="flow prior"), phase(vae, "prior"):
+        pass
+
+
+def test_non_finite_steps_are_skipped_then_training_stops():
+    vae = tiny_vae()
+    with torch.no_grad():
+        vae.decoder.net[-1].bias.fill_(math.nan)
+    before = snapshot(vae)
+    with pytest.raises(NonFiniteLossError, match="3 steps in a row"):
+        quick_fit(vae, "vae", max_consecutive_skipped=3, batch_size=4)
+    for name, value in vae.state_dict().items():
+        assert torch.equal(value, before[name]) or torch.isnan(before[name]).any(), name
+
+
+def test_history_reports_bits_per_dim_and_learning_rate_schedule():
+    history = quick_fit(tiny_vae(), "vae", epochs=3, lr=1e-3, lr_halve_every=2)
+    assert [row["lr"] for row in history] == [1e-3, 1e-3, 5e-4]
+    assert all(0 < row["train_bpd"] < 20 for row in history)
+
+
+def test_checkpoints_and_metrics_are_written(tmp_path):
+    quick_fit(tiny_vae(), "vae", epochs=2, run_dir=tmp_path)
+    assert (tmp_path / "vae.ckpt").exists()
+    lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["epoch"] for line in lines] == [1, 2]
+    assert not list(tmp_path.glob(".*tmp"))
+
+
+def test_resumed_training_matches_uninterrupted_training(tmp_path):
+    torch.manual_seed(0)
+    straight = tiny_vae()
+    torch.manual_seed(0)
+    interrupted = tiny_vae()
+    quick_fit(straight, "vae", epochs=3, clip_norm=10.0)
+    quick_fit(interrupted, "vae", epochs=2, run_dir=tmp_path, clip_norm=10.0)
+    torch.manual_seed(123)
+    resumed = tiny_vae()
+    history = quick_fit(resumed, "vae", epochs=3, run_dir=tmp_path, resume=True, clip_norm=10.0)
+    assert [row["epoch"] for row in history] == [1, 2, 3]
+    for name, value in straight.state_dict().items():
+        assert torch.equal(value, resumed.state_dict()[name]), name
+
+
+def test_resume_refuses_another_phase_and_corrupt_checkpoints(tmp_path):
+    quick_fit(tiny_vae(), "vae", run_dir=tmp_path)
+    (tmp_path / "glow.ckpt").write_bytes((tmp_path / "vae.ckpt").read_bytes())
+    with pytest.raises(ValueError, match="'vae' checkpoint"):
+        quick_fit(tiny_vae(), "glow", run_dir=tmp_path, resume=True)
+    (tmp_path / "vae.ckpt").write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError):
+        quick_fit(tiny_vae(), "vae", run_dir=tmp_path, resume=True)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        fashion_pixels(10),
+        fashion_images(10),
+        TensorDataset(fashion_pixels(10), torch.zeros(10)),
+    ],
+    ids=["uint8", "float", "dataset"],
+)
+def test_batches_accept_pixels_floats_and_datasets(data):
+    batches = list(Batches(data, batch_size=4))
+    assert [len(b) for b in batches] == [4, 4, 2]
+    assert all(b.dtype == torch.float32 and b.min() >= 0 and b.max() < 1 for b in batches)
+
+
+@pytest.mark.parametrize(
+    ("data", "error", "message"),
+    [
+        (torch.zeros(0, 1, 28, 28, dtype=torch.uint8), ValueError, "empty"),
+        (torch.zeros(4, 28, 28, dtype=torch.uint8), ValueError, r"\[N, C, H, W\]"),
+        (torch.zeros(4, 1, 28, 28, dtype=torch.int64), ValueError, "uint8"),
+        ([1, 2, 3], TypeError, "Dataset"),
+    ],
+    ids=["empty", "shape", "dtype", "list"],
+)
+def test_bad_training_data_raise(data, error, message):
+    with pytest.raises(error, match=message):
+        fit(tiny_vae(), data, "vae", progress=False)
