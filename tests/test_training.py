@@ -163,3 +163,18 @@ def test_batches_accept_pixels_floats_and_datasets(data):
 def test_bad_training_data_raise(data, error, message):
     with pytest.raises(error, match=message):
         fit(tiny_vae(), data, "vae", progress=False)
+
+
+def test_time_budget_stops_before_an_epoch_that_would_overrun():
+    history = quick_fit(tiny_vae(), "vae", epochs=5, time_budget=0.0)
+    assert [row["epoch"] for row in history] == [1]
+
+
+def test_a_phase_stopped_by_its_time_budget_is_not_continued_on_resume(tmp_path):
+    vae = tiny_vae()
+    quick_fit(vae, "vae", epochs=5, time_budget=0.0, run_dir=tmp_path)
+    trained = snapshot(vae)
+    resumed = tiny_vae()
+    history = quick_fit(resumed, "vae", epochs=5, run_dir=tmp_path, resume=True)
+    assert [row["epoch"] for row in history] == [1]
+    assert changed(trained, resumed, "") == []

@@ -71,6 +71,7 @@ def fit(
     resume: bool = False,
     seed: int = 0,
     progress: bool = True,
+    time_budget: float | None = None,
 ) -> list[dict]:
     r"""Train one phase of ``vae`` with ``SVI(model, guide, Adam, Trace_ELBO())``.
 
@@ -104,9 +105,12 @@ def fit(
         max_consecutive_skipped: bad steps in a row before training stops.
         n_bits: bits per pixel of the dequantisation.
         run_dir: where checkpoints and metrics go (none: nothing is written).
-        resume: continue from ``<run_dir>/<phase>.ckpt`` if it exists.
+        resume: continue from ``<run_dir>/<phase>.ckpt`` if it exists (a phase that stopped
+            early, by ``patience`` or ``time_budget``, counts as finished and is not continued).
         seed: seeds Pyro/torch and the shuffling (ignored when resuming).
         progress: show a tqdm bar with the loss in bits/dim.
+        time_budget: wall-clock seconds for this call: an epoch is not started when the last
+            epoch's duration would take the call past it (``None``: no limit).
 
     Returns:
         One dict per epoch: ``phase, epoch, lr, train_bpd, val_bpd, skipped, seconds``.
@@ -137,7 +141,7 @@ def fit(
     )
     history: list[dict] = []
     best = {"bpd": math.inf, "weights": None, "stale": 0}
-    start = 0
+    start, finished = 0, False
     if resume and checkpoint is not None and checkpoint.exists():
         saved = load_checkpoint(checkpoint, kind="training")
         if saved["phase"] != phase:
@@ -147,43 +151,51 @@ def fit(
         torch.set_rng_state(saved["rng"]["torch"])
         shuffle.set_state(saved["rng"]["shuffle"])
         history, start = list(saved["history"]), int(saved["epoch"])
+        finished = bool(saved["finished"])
         best.update(saved["best"])
+
+    def save(epoch: int, done: bool) -> None:
+        if checkpoint is not None:
+            save_checkpoint(
+                {
+                    "kind": "training",
+                    "phase": phase,
+                    "epoch": epoch,
+                    "finished": done,
+                    "config": vae.config,
+                    "model": vae.state_dict(),
+                    "optimizer": optim.get_state(),
+                    "history": history,
+                    "best": best,
+                    "rng": {"torch": torch.get_rng_state(), "shuffle": shuffle.get_state()},
+                },
+                checkpoint,
+            )
+
     device = next(vae.parameters()).device
+    elbo = Trace_ELBO(num_particles=num_particles, vectorize_particles=True, max_plate_nesting=1)
     with pyro.get_param_store().scope(), training_phase(vae, phase):
-        svi = GuardedSVI(
-            vae.model,
-            vae.guide,
-            optim,
-            Trace_ELBO(num_particles=num_particles, vectorize_particles=True, max_plate_nesting=1),
-            max_consecutive_skipped,
-        )
-        for epoch in range(start, epochs):
+        svi = GuardedSVI(vae.model, vae.guide, optim, elbo, max_consecutive_skipped)
+        began = time.perf_counter()
+        for epoch in range(start, epochs if not finished else start):
+            if (
+                time_budget is not None
+                and history
+                and (time.perf_counter() - began + history[-1]["seconds"] > time_budget)
+            ):
+                if progress:
+                    tqdm.write(f"{phase}: stopping after epoch {epoch}, the time budget is spent")
+                save(epoch, done=True)
+                break
             state["lr"] = _learning_rate(lr, epoch, lr_halve_every)
             for optimizer in optim.optim_objs.values():
                 for group in optimizer.param_groups:
                     group["lr"] = state["lr"]
-            began, total, count, skipped = time.perf_counter(), 0.0, 0, svi.skipped
-            bar = tqdm(
-                batches, desc=f"{phase} {epoch + 1}/{epochs}", disable=not progress, leave=False
+            row = _run_epoch(
+                svi, vae, batches, device, n_bits, f"{phase} {epoch + 1}/{epochs}", progress
             )
-            for x in bar:
-                loss = svi.step(x.to(device))
-                if math.isfinite(loss):
-                    total, count = total + loss, count + len(x)
-                    bar.set_postfix(
-                        bpd=f"{loss_to_bits_per_dim(loss, len(x), vae.num_dims, n_bits):.3f}"
-                    )
-            row = {
-                "phase": phase,
-                "epoch": epoch + 1,
-                "lr": state["lr"],
-                "train_bpd": loss_to_bits_per_dim(total, max(count, 1), vae.num_dims, n_bits)
-                if count
-                else math.nan,
-                "val_bpd": None if val_batches is None else _evaluate(vae, val_batches, n_bits),
-                "skipped": svi.skipped - skipped,
-                "seconds": time.perf_counter() - began,
-            }
+            row = {"phase": phase, "epoch": epoch + 1, "lr": state["lr"], **row}
+            row["val_bpd"] = None if val_batches is None else _evaluate(vae, val_batches, n_bits)
             history.append(row)
             stop = False
             if patience is not None:
@@ -194,21 +206,8 @@ def fit(
                 else:
                     best["stale"] += 1
                     stop = best["stale"] >= patience
+            save(epoch + 1, done=stop)
             if checkpoint is not None:
-                save_checkpoint(
-                    {
-                        "kind": "training",
-                        "phase": phase,
-                        "epoch": epoch + 1,
-                        "config": vae.config,
-                        "model": vae.state_dict(),
-                        "optimizer": optim.get_state(),
-                        "history": history,
-                        "best": best,
-                        "rng": {"torch": torch.get_rng_state(), "shuffle": shuffle.get_state()},
-                    },
-                    checkpoint,
-                )
                 with open(checkpoint.parent / "metrics.jsonl", "a") as log:
                     log.write(json.dumps(row) + "\n")
             if progress:
@@ -218,6 +217,23 @@ def fit(
     if best["weights"] is not None:
         vae.load_state_dict(best["weights"])
     return history
+
+
+def _run_epoch(svi, vae, batches, device, n_bits: int, label: str, progress: bool) -> dict:
+    began, total, count, skipped = time.perf_counter(), 0.0, 0, svi.skipped
+    bar = tqdm(batches, desc=label, disable=not progress, leave=False)
+    for x in bar:
+        loss = svi.step(x.to(device))
+        if math.isfinite(loss):
+            total, count = total + loss, count + len(x)
+            bar.set_postfix(bpd=f"{loss_to_bits_per_dim(loss, len(x), vae.num_dims, n_bits):.3f}")
+    return {
+        "train_bpd": loss_to_bits_per_dim(total, count, vae.num_dims, n_bits)
+        if count
+        else math.nan,
+        "skipped": svi.skipped - skipped,
+        "seconds": time.perf_counter() - began,
+    }
 
 
 def _describe(row: dict) -> str:

@@ -1,0 +1,156 @@
+r"""Named configurations: the CPU demo, a longer CPU run, and the paper's sizes."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, replace
+
+__all__ = ["PRESETS", "Preset", "get_preset"]
+
+
+@dataclass(frozen=True)
+class Preset:
+    """Everything a run needs: data, model sizes, the two phases and the evaluation.
+
+    Attributes:
+        name: the preset's name.
+        description: one line on what it is for.
+        dataset: a name for :func:`~pyro_vaeflow.data.load_images`.
+        image_shape: ``(C, H, W)``.
+        model: keyword arguments of :class:`~pyro_vaeflow.models.VAEFlow`.
+        vae_epochs: epochs of phase 1 (VAE and prior).
+        glow_epochs: epochs of phase 2 (the Glow layer).
+        batch_size: images per step.
+        lr: Adam's learning rate.
+        lr_halve_every: halve the learning rate every this many epochs.
+        clip_norm: per-parameter gradient-norm clipping.
+        time_budget: wall-clock seconds for both phases together (``None``: no limit); each
+            phase gets its share by epochs, and stops before an epoch that would overrun it.
+        train_images: use the first this many training images (``None``: all).
+        elbo_images: test images for the test ELBO (``None``: all).
+        is_images: test images for the importance-sampled log-likelihood.
+        is_samples: importance samples :math:`K` per image.
+        fid_samples: generated and test images for FID.
+        temperature: the Glow temperature of the samples scored by FID.
+    """
+
+    name: str
+    description: str
+    dataset: str
+    image_shape: tuple[int, int, int]
+    model: dict = field(default_factory=dict)
+    vae_epochs: int = 10
+    glow_epochs: int = 10
+    batch_size: int = 128
+    lr: float = 1e-3
+    lr_halve_every: int | None = None
+    clip_norm: float | None = 100.0
+    time_budget: float | None = None
+    train_images: int | None = None
+    elbo_images: int | None = None
+    is_images: int = 100
+    is_samples: int = 1000
+    fid_samples: int = 1000
+    temperature: float = 0.5
+
+    def to_dict(self) -> dict:
+        """The preset as plain data (for ``config.json``)."""
+        return asdict(self)
+
+
+_CPU_MODEL = {
+    "latent_dim": 32,
+    "base_channels": 16,
+    "fc_dim": 256,
+    "prior_layers": 8,
+    "prior_hidden_dims": (256, 256),
+    "glow_depth": 8,
+    "glow_hidden_channels": 64,
+    "glow_squeeze": 1,
+}
+
+
+def _paper_model(depth: int) -> dict:
+    return {
+        "latent_dim": 64,
+        "depth": depth,
+        "base_channels": 64,
+        "fc_dim": 512,
+        "prior_layers": 16,
+        "prior_hidden_dims": (1024, 1024),
+        "glow_depth": 32,
+        "glow_hidden_channels": 512,
+        "glow_coupling": "additive",
+        "glow_squeeze": 0,
+    }
+
+
+_PAPER_TRAINING = {
+    "vae_epochs": 1000,
+    "glow_epochs": 1000,
+    "batch_size": 64,
+    "lr": 1e-4,
+    "lr_halve_every": 250,
+    "is_images": 1000,
+    "fid_samples": 10000,
+}
+
+PRESETS: dict[str, Preset] = {
+    preset.name: preset
+    for preset in (
+        Preset(
+            "cpu",
+            "the demo: both phases and the evaluation in about 20 minutes on 2 CPU cores",
+            "fashion-mnist",
+            (1, 28, 28),
+            _CPU_MODEL,
+            vae_epochs=6,
+            glow_epochs=4,
+            time_budget=14 * 60,
+        ),
+        Preset(
+            "cpu-long",
+            "a longer CPU run, at most 2 hours of training on 2 cores; resumable",
+            "fashion-mnist",
+            (1, 28, 28),
+            {
+                **_CPU_MODEL,
+                "base_channels": 32,
+                "fc_dim": 512,
+                "glow_depth": 16,
+                "glow_hidden_channels": 128,
+            },
+            vae_epochs=40,
+            glow_epochs=30,
+            time_budget=100 * 60,
+            fid_samples=2000,
+        ),
+        Preset(
+            "paper-cifar10",
+            "the paper's CIFAR-10 model: ResNet depth 3, prior 16x(1024, 1024), Glow 32x512",
+            "cifar10",
+            (3, 32, 32),
+            _paper_model(3),
+            **_PAPER_TRAINING,
+        ),
+        Preset(
+            "paper-celeba",
+            "the paper's CelebA 64x64 model: ResNet depth 4, prior 16x(1024, 1024), Glow 32x512",
+            "celeba",
+            (3, 64, 64),
+            _paper_model(4),
+            **_PAPER_TRAINING,
+        ),
+    )
+}
+
+
+def get_preset(name: str, **overrides) -> Preset:
+    """The preset ``name``, with some fields replaced (``None`` values are ignored).
+
+    Example:
+        >>> get_preset("cpu", vae_epochs=1).vae_epochs
+        1
+    """
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; expected one of {', '.join(PRESETS)}")
+    return replace(PRESETS[name], **{k: v for k, v in overrides.items() if v is not None})
