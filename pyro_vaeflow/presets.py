@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, replace
 
-__all__ = ["PRESETS", "Preset", "get_preset"]
+__all__ = ["PRESETS", "Preset", "get_preset", "override"]
 
 
 @dataclass(frozen=True)
@@ -153,4 +153,14 @@ def get_preset(name: str, **overrides) -> Preset:
     """
     if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}; expected one of {', '.join(PRESETS)}")
-    return replace(PRESETS[name], **{k: v for k, v in overrides.items() if v is not None})
+    return override(PRESETS[name], **overrides)
+
+
+def override(preset: Preset, **overrides) -> Preset:
+    """``preset`` with the given fields replaced; ``None`` values leave a field as it is.
+
+    Example:
+        >>> override(PRESETS["cpu"], fid_samples=None, is_images=10).is_images
+        10
+    """
+    return replace(preset, **{k: v for k, v in overrides.items() if v is not None})

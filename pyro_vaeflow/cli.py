@@ -1,0 +1,175 @@
+r"""The ``pyro-vaeflow`` console script: ``train``, ``evaluate`` and ``sample``.
+
+Examples::
+
+    pyro-vaeflow train --preset cpu --run-dir runs/fashion_mnist
+    pyro-vaeflow train --preset cpu --run-dir runs/fashion_mnist --resume
+    pyro-vaeflow evaluate --run-dir runs/fashion_mnist
+    pyro-vaeflow sample --run-dir runs/fashion_mnist --n 64 --temperature 0.5 --out grid.png
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+from pyro_vaeflow import __version__
+from pyro_vaeflow.presets import PRESETS, Preset, get_preset, override
+
+__all__ = ["build_parser", "load_run_preset", "main"]
+
+
+def _add_common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--run-dir", type=Path, required=True, help="the run's folder")
+    parser.add_argument("--data-dir", type=Path, help="dataset folder (default: embedded data)")
+    parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _add_evaluation(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--elbo-images", type=int, help="test images for the ELBO (all)")
+    parser.add_argument("--is-images", type=int, help="test images for importance sampling")
+    parser.add_argument("--is-samples", type=int, help="importance samples K per image")
+    parser.add_argument("--fid-samples", type=int, help="samples (and test images) for FID")
+    parser.add_argument("--temperature", type=float, help="Glow temperature of FID samples")
+    parser.add_argument("--no-fid", action="store_true", help="skip FID")
+    parser.add_argument("--fid-weights", type=Path, help="Inception weights file (offline)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``pyro-vaeflow``."""
+    parser = argparse.ArgumentParser(
+        prog="pyro-vaeflow", description="VAEs with normalizing-flow decoders (Pyro)."
+    )
+    parser.add_argument("--version", action="version", version=__version__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    train = commands.add_parser("train", help="train phase 1 (VAE + prior), then phase 2 (Glow)")
+    _add_common(train)
+    train.add_argument("--preset", choices=sorted(PRESETS), default="cpu")
+    train.add_argument("--resume", action="store_true", help="continue a stopped run")
+    train.add_argument("--vae-epochs", type=int)
+    train.add_argument("--glow-epochs", type=int)
+    train.add_argument("--batch-size", type=int)
+    train.add_argument("--lr", type=float)
+    train.add_argument("--train-images", type=int, help="use the first N training images")
+    train.add_argument("--time-budget", type=float, help="seconds for both phases")
+    train.add_argument("--evaluate", action="store_true", help="evaluate and draw figures after")
+    _add_evaluation(train)
+    evaluate = commands.add_parser("evaluate", help="test bits/dim (ELBO and IS), FID, figures")
+    _add_common(evaluate)
+    _add_evaluation(evaluate)
+    sample = commands.add_parser("sample", help="draw samples into a PNG grid")
+    _add_common(sample)
+    sample.add_argument("--n", type=int, default=64)
+    sample.add_argument("--temperature", type=float, default=0.5)
+    sample.add_argument("--prior-temperature", type=float, default=1.0)
+    sample.add_argument("--out", type=Path, help="PNG path (default: <run-dir>/samples.png)")
+    return parser
+
+
+def load_run_preset(run_dir: Path) -> Preset:
+    """The preset a run was trained with, from ``<run_dir>/config.json``."""
+    path = Path(run_dir) / "config.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: is {run_dir} a pyro-vaeflow run directory?")
+    config = json.loads(path.read_text())
+    config["image_shape"] = tuple(config["image_shape"])
+    model = dict(config["model"])
+    if "prior_hidden_dims" in model:
+        model["prior_hidden_dims"] = tuple(model["prior_hidden_dims"])
+    config["model"] = model
+    return Preset(**config)
+
+
+def _evaluation_overrides(args: argparse.Namespace) -> dict:
+    return {
+        "elbo_images": args.elbo_images,
+        "is_images": args.is_images,
+        "is_samples": args.is_samples,
+        "fid_samples": args.fid_samples,
+        "temperature": args.temperature,
+    }
+
+
+def _run_evaluation(vae, preset, history, args) -> None:
+    from pyro_vaeflow.experiment import evaluate, make_figures, summary_table
+
+    metrics = evaluate(
+        vae,
+        preset,
+        args.run_dir,
+        data_dir=args.data_dir,
+        fid=not args.no_fid,
+        fid_weights=args.fid_weights,
+        seed=args.seed,
+        progress=not args.quiet,
+    )
+    figures = make_figures(vae, history, args.run_dir, seed=args.seed)
+    print(summary_table(metrics, history))
+    print(f"metrics: {args.run_dir / 'metrics.json'}; figures: {figures[0].parent}")
+
+
+def _history(run_dir: Path) -> list[dict]:
+    path = run_dir / "metrics.jsonl"
+    rows = [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+    latest: dict[tuple, dict] = {}
+    for row in rows:  # a resumed run may log an epoch twice: keep the last
+        latest[(row["phase"], row["epoch"])] = row
+    return list(latest.values())
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``pyro-vaeflow``; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    from pyro_vaeflow.experiment import train
+    from pyro_vaeflow.models import VAEFlow
+    from pyro_vaeflow.plotting import image_grid
+
+    try:
+        if args.command == "train":
+            preset = get_preset(
+                args.preset,
+                vae_epochs=args.vae_epochs,
+                glow_epochs=args.glow_epochs,
+                batch_size=args.batch_size,
+                lr=args.lr,
+                train_images=args.train_images,
+                time_budget=args.time_budget,
+                **_evaluation_overrides(args),
+            )
+            vae, history = train(
+                preset,
+                args.run_dir,
+                data_dir=args.data_dir,
+                device=args.device,
+                resume=args.resume,
+                seed=args.seed,
+                progress=not args.quiet,
+            )
+            print(f"trained: {args.run_dir / 'model.pt'}")
+            if args.evaluate:
+                _run_evaluation(vae, preset, history, args)
+        elif args.command == "evaluate":
+            preset = override(load_run_preset(args.run_dir), **_evaluation_overrides(args))
+            vae = VAEFlow.load(args.run_dir / "model.pt", map_location=args.device)
+            _run_evaluation(vae, preset, _history(args.run_dir), args)
+        else:
+            from torchvision.utils import save_image
+
+            vae = VAEFlow.load(args.run_dir / "model.pt", map_location=args.device)
+            torch.manual_seed(args.seed)
+            images = vae.sample(args.n, args.temperature, args.prior_temperature)
+            out = args.out or args.run_dir / "samples.png"
+            out.parent.mkdir(parents=True, exist_ok=True)
+            save_image(image_grid(images), out)
+            print(f"{args.n} samples at T={args.temperature}: {out}")
+    except (ValueError, FileNotFoundError, FileExistsError) as error:
+        print(f"pyro-vaeflow {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    return 0

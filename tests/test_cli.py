@@ -1,0 +1,60 @@
+"""The pyro-vaeflow console script, end to end on a tiny Fashion-MNIST run."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from pyro_vaeflow.cli import load_run_preset, main
+
+TINY_RUN = ["--train-images", "48", "--vae-epochs", "1", "--glow-epochs", "1", "--quiet"]
+TINY_EVAL = ["--no-fid", "--elbo-images", "16", "--is-images", "2", "--is-samples", "4"]
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("run")
+    assert main(["train", "--run-dir", str(folder), *TINY_RUN]) == 0
+    return folder
+
+
+def test_train_writes_the_model_checkpoints_and_config(run_dir):
+    for name in ("model.pt", "vae.ckpt", "glow.ckpt", "config.json", "metrics.jsonl"):
+        assert (run_dir / name).exists(), name
+    preset = load_run_preset(run_dir)
+    assert (preset.name, preset.vae_epochs, preset.train_images) == ("cpu", 1, 48)
+
+
+def test_evaluate_writes_metrics_and_figures(run_dir, capsys):
+    assert main(["evaluate", "--run-dir", str(run_dir), "--quiet", *TINY_EVAL]) == 0
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert 0 < metrics["test_elbo_bpd"] < 16
+    assert metrics["test_is_samples"] == 4
+    assert "fid" not in metrics
+    for name in ("samples", "sharpening", "interpolation", "training_curves"):
+        assert (run_dir / "figures" / f"{name}.png").stat().st_size > 1000, name
+    assert "| test ELBO" in capsys.readouterr().out
+
+
+def test_sample_writes_a_png(run_dir, tmp_path):
+    out = tmp_path / "grid.png"
+    assert main(["sample", "--run-dir", str(run_dir), "--n", "4", "--out", str(out)]) == 0
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_training_into_an_existing_run_needs_resume(run_dir, capsys):
+    assert main(["train", "--run-dir", str(run_dir), *TINY_RUN]) == 2
+    assert "--resume" in capsys.readouterr().err
+    assert main(["train", "--run-dir", str(run_dir), *TINY_RUN, "--resume"]) == 0
+
+
+def test_resume_with_another_configuration_is_refused(run_dir, capsys):
+    args = ["train", "--run-dir", str(run_dir), *TINY_RUN, "--lr", "0.5", "--resume"]
+    assert main(args) == 2
+    assert "another configuration" in capsys.readouterr().err
+
+
+def test_a_missing_run_directory_is_a_clear_error(tmp_path, capsys):
+    assert main(["evaluate", "--run-dir", str(tmp_path / "nothing"), "--no-fid"]) == 2
+    assert "config.json not found" in capsys.readouterr().err
