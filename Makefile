@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 
 FASHION_MNIST := /usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz
 
-.PHONY: test test-all lint docs bench clean data
+.PHONY: demo test test-all lint docs bench clean data
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,11 @@ $(FASHION_MNIST):
 		     "(as root: apt-get update && apt-get install -y dataset-fashion-mnist)"; exit 1; \
 	fi
 
+# The main job: the cpu preset on Fashion-MNIST (both phases, evaluation, figures) into
+# runs/fashion_mnist; running it again resumes, or re-evaluates a finished run.
+demo: $(VENV)/.installed-fid data
+	$(PY) examples/fashion_mnist.py --preset cpu --run-dir runs/fashion_mnist --resume
+
 test: $(VENV)/.installed-test $(VENV)/.installed-fid data
 	$(PY) -m pytest
 
@@ -40,6 +45,7 @@ lint: $(VENV)/.installed-test
 	$(VENV)/bin/ruff format --check .
 
 docs: $(VENV)/.installed-docs
+	rm -rf docs/api/generated
 	$(PY) -m sphinx -W --keep-going -b html docs docs/_build/html
 
 bench: $(VENV)/.installed-bench

@@ -25,7 +25,22 @@ extensions = [
 
 # The public modules whose ``__all__`` the API pages are generated from (see _ext/apigen.py).
 # A new public module needs only to be added here.
-apigen_modules = ["pyro_vaeflow", "pyro_vaeflow.transforms", "pyro_vaeflow.distributions"]
+apigen_modules = [
+    "pyro_vaeflow",
+    "pyro_vaeflow.transforms",
+    "pyro_vaeflow.distributions",
+    "pyro_vaeflow.nets",
+    "pyro_vaeflow.models",
+    "pyro_vaeflow.infer",
+    "pyro_vaeflow.data",
+    "pyro_vaeflow.training",
+    "pyro_vaeflow.metrics",
+    "pyro_vaeflow.plotting",
+    "pyro_vaeflow.presets",
+    "pyro_vaeflow.experiment",
+    "pyro_vaeflow.checkpoint",
+    "pyro_vaeflow.cli",
+]
 
 source_suffix = {".rst": "restructuredtext", ".md": "markdown"}
 root_doc = "index"
