@@ -8,6 +8,7 @@ import warnings
 
 import numpy as np
 from pytorch_fid.fid_score import calculate_frechet_distance
+from scipy.linalg import LinAlgWarning
 from torch import Tensor, nn
 
 from pyro_vaeflow.metrics.features import Sampler, Statistics, statistics
@@ -62,6 +63,8 @@ def frechet_distance(
     with warnings.catch_warnings(), contextlib.redirect_stdout(printed):
         # pytorch-fid 0.3 still passes sqrtm's `disp`, which SciPy ≥ 1.16 deprecates.
         warnings.filterwarnings("ignore", "The `disp` argument is deprecated", DeprecationWarning)
+        # A singular product is reported by pytorch-fid's own message, re-raised below.
+        warnings.filterwarnings("ignore", "Matrix is singular", LinAlgWarning)
         try:
             distance = calculate_frechet_distance(a.mu, a.sigma, b.mu, b.sigma)
         except ValueError as error:
