@@ -2,7 +2,10 @@ r"""Glow's invertible 1x1 convolution with the LU parameterisation."""
 
 from __future__ import annotations
 
+import math
+
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.distributions import constraints
 
@@ -15,13 +18,32 @@ __all__ = ["InvConv1x1"]
 def mix_channels(h: Tensor, weight: Tensor) -> Tensor:
     r"""Apply ``weight`` (:math:`C \times C`) to the channels of every pixel of ``h``.
 
-    Written as one batched matrix product over the flattened pixels, which on CPU runs close to
-    matmul peak (faster than an NCHW ``conv2d``) and never materialises a
-    :math:`B \times C \times C \times H \times W` product.
+    ``h`` has shape ``[..., C, H, W]`` with any number of batch dimensions, or none; the result
+    has the same shape. The strategy depends on :math:`C`, from the CPU timings of
+    ``benchmarks/bench_conv1x1.py`` (see ``docs/benchmarks.md``):
+
+    * :math:`C < 48`: one ``bmm`` of ``weight``, expanded over the images without a copy, by
+      each image flattened to :math:`C \times HW`. With a gradient it is several times faster
+      than ``torch.matmul``'s broadcast, which copies the input, the output and the gradient to
+      fold the batch into one ``mm``; an NCHW ``conv2d`` is slower at these sizes. The gradient
+      coming back is made contiguous first: for one with zero strides, which ``out.sum()`` sends,
+      ``bmm``'s backward would run one small ``mm`` per image.
+    * :math:`C \ge 48`: a 1x1 ``conv2d`` (oneDNN), faster there as long as the memory allocator
+      reuses its buffers; ``bmm``'s time is steadier.
+
+    Neither materialises a :math:`B \times C \times C \times H \times W` product.
     """
-    shape = h.shape
-    out = torch.matmul(weight, h.reshape(*shape[:-2], shape[-2] * shape[-1]))
-    return out.reshape(shape)
+    *batch, channels, height, width = h.shape
+    images = math.prod(batch)
+    if channels >= 48 and h.numel() > 0:
+        kernel = weight[:, :, None, None]
+        out = F.conv2d(h.reshape(images, channels, height, width), kernel)
+    else:
+        flat = h.reshape(images, channels, height * width)
+        out = torch.bmm(weight.expand(images, channels, channels), flat)
+        if out.requires_grad:  # see above: keep bmm's backward batched
+            out.register_hook(lambda grad: None if grad is None else grad.contiguous())
+    return out.reshape(h.shape)
 
 
 class InvConv1x1(Flow):

@@ -1,0 +1,28 @@
+"""Smoke tests: every benchmark script runs end to end with ``--quick``."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def load_script(name: str) -> ModuleType:
+    """Import ``benchmarks/<name>.py`` from its path (the folder is not a package)."""
+    spec = importlib.util.spec_from_file_location(f"benchmarks_{name}", BENCHMARKS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("name", ["bench_conv1x1", "bench_glow_step"])
+def test_benchmark_runs_quick(name, capsys):
+    script = load_script(name)
+    script.main(script.parser().parse_args(["--quick"]))
+    out = capsys.readouterr().out
+    assert out.startswith("Machine: ")
+    assert "|---" in out
