@@ -11,12 +11,16 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
+import pyro
 import torch
 from tqdm.auto import tqdm
 
-from pyro_vaeflow.data import dequantize, load_images
+from pyro_vaeflow.checkpoint import load_checkpoint
+from pyro_vaeflow.data import dequantize, load_images, quantize
 from pyro_vaeflow.infer import bits_per_dim, elbo, log_likelihood
 from pyro_vaeflow.models import VAEFlow
 from pyro_vaeflow.presets import Preset
@@ -25,13 +29,27 @@ from pyro_vaeflow.training import fit
 __all__ = ["evaluate", "make_figures", "summary_table", "train"]
 
 
+#: What a resumed run must share with the run it continues; epochs, the time budget and the
+#: evaluation settings may change.
+_TRAINING_FIELDS = (
+    "dataset",
+    "image_shape",
+    "model",
+    "batch_size",
+    "lr",
+    "lr_halve_every",
+    "clip_norm",
+    "train_images",
+)
+
+
 def _check_config(run_dir: Path, preset: Preset, resume: bool) -> None:
     config = run_dir / "config.json"
     wanted = json.loads(json.dumps(preset.to_dict()))
     if config.exists():
         found = json.loads(config.read_text())
-        if resume and found != wanted:
-            changed = sorted(k for k in wanted if found.get(k) != wanted[k])
+        changed = sorted(k for k in _TRAINING_FIELDS if found.get(k) != wanted[k])
+        if resume and changed:
             raise ValueError(
                 f"{run_dir} holds a run of another configuration (differs in {changed}); "
                 "resume it with the same settings or use a new run directory"
@@ -57,9 +75,11 @@ def train(
 ) -> tuple[VAEFlow, list[dict]]:
     """Train phase 1 (VAE and prior) and then phase 2 (the Glow layer) as the preset says.
 
-    Each phase checkpoints after every epoch; ``resume=True`` continues a stopped run exactly,
-    skipping a finished phase. With a ``time_budget``, phase 1 gets its share by epochs and
-    phase 2 the rest. The final model is saved as ``<run_dir>/model.pt``.
+    Each phase checkpoints after every epoch; ``resume=True`` continues a stopped run exactly
+    (once phase 2 has begun, phase 1 is not touched again), and may extend the epochs or change
+    the time budget, but not the model or the optimiser settings. With a ``time_budget``,
+    phase 1 gets its share by epochs and phase 2 the rest. The final model is saved as
+    ``<run_dir>/model.pt``.
 
     Returns:
         The trained model and the history of both phases.
@@ -88,14 +108,18 @@ def train(
     began = time.perf_counter()
     budget = preset.time_budget
     share = preset.vae_epochs / max(preset.vae_epochs + preset.glow_epochs, 1)
-    history = fit(
-        vae,
-        pixels,
-        "vae",
-        preset.vae_epochs,
-        time_budget=None if budget is None else budget * share,
-        **options,
-    )
+    phase_two_started = resume and (run_dir / "glow.ckpt").exists()
+    if phase_two_started:  # phase 1 is over: its weights are in the phase-2 checkpoint
+        history = list(load_checkpoint(run_dir / "vae.ckpt", kind="training")["history"])
+    else:
+        history = fit(
+            vae,
+            pixels,
+            "vae",
+            preset.vae_epochs,
+            time_budget=None if budget is None else budget * share,
+            **options,
+        )
     remaining = None if budget is None else max(budget - (time.perf_counter() - began), 0.0)
     if preset.glow_epochs > 0 and vae.glow is not None:
         history = history + fit(
@@ -110,25 +134,44 @@ def _test_images(preset: Preset, data_dir, seed: int) -> tuple[torch.Tensor, tor
     return pixels, dequantize(pixels, generator=torch.Generator().manual_seed(seed))
 
 
+def _like_model(x: torch.Tensor, vae: VAEFlow) -> torch.Tensor:
+    reference = next(vae.parameters())
+    return x.to(device=reference.device, dtype=reference.dtype)
+
+
+@contextmanager
+def _evaluating(vae: VAEFlow, glow_enabled: bool = True) -> Iterator[None]:
+    """Eval mode, the Glow layer on or off, and a private Pyro param store; all restored."""
+    training, enabled = vae.training, vae.glow_enabled
+    vae.eval()
+    vae.glow_enabled = glow_enabled
+    try:
+        with pyro.get_param_store().scope():
+            yield
+    finally:
+        vae.train(training)
+        vae.glow_enabled = enabled
+
+
 def _per_datum(function, vae: VAEFlow, images: torch.Tensor, batch_size: int, **kwargs):
-    device = next(vae.parameters()).device
     return torch.cat(
         [
-            function(vae.model, vae.guide, images[i : i + batch_size].to(device), **kwargs).cpu()
+            function(
+                vae.model, vae.guide, _like_model(images[i : i + batch_size], vae), **kwargs
+            ).cpu()
             for i in range(0, len(images), batch_size)
         ]
     )
 
 
 def _importance(vae: VAEFlow, images: torch.Tensor, samples: int, progress: bool) -> dict:
-    device = next(vae.parameters()).device
     log_px, ess = [], []
     batches = range(0, len(images), 25)
     for i in tqdm(batches, desc="importance sampling", disable=not progress, leave=False):
         result = log_likelihood(
             vae.model,
             vae.guide,
-            images[i : i + 25].to(device),
+            _like_model(images[i : i + 25], vae),
             num_samples=samples,
             chunk_size=min(samples, 100),
             return_diagnostics=True,
@@ -169,7 +212,7 @@ def _fid(vae, pixels, preset, weights, cache_dir, seed, progress) -> dict:
             images = (
                 vae.decode(batch, preset.temperature) if kind == "glow" else vae.decoder_mean(batch)
             )
-            return images.clamp(0.0, 1.0)
+            return quantize(images.clamp(0.0, 1.0 - 1e-6))  # 8-bit, like the test images
 
         return draw
 
@@ -208,24 +251,21 @@ def evaluate(
     Results go to ``<run_dir>/metrics.json`` when ``run_dir`` is given.
     """
     started = time.perf_counter()
-    vae.eval()
     pixels, images = _test_images(preset, data_dir, seed)
     metrics: dict = {"preset": preset.name, "dataset": preset.dataset}
     torch.manual_seed(seed)
     elbo_set = images[: preset.elbo_images]
-    nats = _per_datum(elbo, vae, elbo_set, 500)
+    with _evaluating(vae):
+        nats = _per_datum(elbo, vae, elbo_set, 500)
+        metrics.update(_importance(vae, images[: preset.is_images], preset.is_samples, progress))
+        if fid:
+            metrics.update(_fid(vae, pixels, preset, fid_weights, fid_cache_dir, seed, progress))
     metrics["test_elbo_bpd"] = float(bits_per_dim(nats.mean(), vae.num_dims))
     metrics["test_elbo_images"] = len(elbo_set)
     if vae.glow is not None:
-        vae.glow_enabled = False
-        try:
+        with _evaluating(vae, glow_enabled=False):
             plain = _per_datum(elbo, vae, elbo_set, 500)
-        finally:
-            vae.glow_enabled = True
         metrics["test_elbo_bpd_without_glow"] = float(bits_per_dim(plain.mean(), vae.num_dims))
-    metrics.update(_importance(vae, images[: preset.is_images], preset.is_samples, progress))
-    if fid:
-        metrics.update(_fid(vae, pixels, preset, fid_weights, fid_cache_dir, seed, progress))
     metrics["evaluation_seconds"] = time.perf_counter() - started
     if run_dir is not None:
         path = Path(run_dir) / "metrics.json"

@@ -53,3 +53,22 @@ def test_inverse_weight_with_a_graph_is_not_reused_after_backward():
 def test_wrong_channels_raise_a_clear_error():
     with pytest.raises(ValueError, match=r"InvConv1x1 expects images of shape \[\.\.\., 4, H, W\]"):
         InvConv1x1(4).inv(torch.randn(2, 3, 5, 5))
+
+
+def test_two_outputs_with_graphs_can_be_backpropagated_separately():
+    conv = perturb(InvConv1x1(3))
+    x1, x2 = conv(torch.randn(2, 3, 4, 4)), conv(torch.randn(2, 3, 4, 4))
+    x1.sum().backward()
+    x2.sum().backward()
+    assert conv.log_s.grad is not None
+
+
+def test_an_input_modified_in_place_is_not_served_from_the_cache():
+    conv = perturb(InvConv1x1(3))
+    x = torch.randn(2, 3, 4, 4)
+    with torch.no_grad():
+        u = conv.inv(x)
+        x.mul_(2.0)
+        fresh = conv.inv(x)
+    assert fresh is not u
+    torch.testing.assert_close(fresh, 2.0 * u)

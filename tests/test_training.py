@@ -165,16 +165,48 @@ def test_bad_training_data_raise(data, error, message):
         fit(tiny_vae(), data, "vae", progress=False)
 
 
-def test_time_budget_stops_before_an_epoch_that_would_overrun():
-    history = quick_fit(tiny_vae(), "vae", epochs=5, time_budget=0.0)
-    assert [row["epoch"] for row in history] == [1]
-
-
-def test_a_phase_stopped_by_its_time_budget_is_not_continued_on_resume(tmp_path):
+def test_a_spent_time_budget_trains_nothing():
     vae = tiny_vae()
-    quick_fit(vae, "vae", epochs=5, time_budget=0.0, run_dir=tmp_path)
-    trained = snapshot(vae)
-    resumed = tiny_vae()
-    history = quick_fit(resumed, "vae", epochs=5, run_dir=tmp_path, resume=True)
-    assert [row["epoch"] for row in history] == [1]
-    assert changed(trained, resumed, "") == []
+    before = snapshot(vae)
+    assert quick_fit(vae, "vae", epochs=5, time_budget=0.0) == []
+    assert changed(before, vae, "") == []
+
+
+def test_time_budget_stops_before_an_epoch_that_would_overrun():
+    history = quick_fit(tiny_vae(), "vae", epochs=5, time_budget=1e-9 + 0.0)
+    assert len(history) <= 1
+
+
+def test_a_phase_stopped_by_its_time_budget_continues_on_resume(tmp_path):
+    quick_fit(tiny_vae(), "vae", epochs=1, run_dir=tmp_path)
+    quick_fit(tiny_vae(), "vae", epochs=3, run_dir=tmp_path, resume=True, time_budget=0.0)
+    history = quick_fit(tiny_vae(), "vae", epochs=3, run_dir=tmp_path, resume=True)
+    assert [row["epoch"] for row in history] == [1, 2, 3]
+
+
+def test_early_stopped_prior_phase_is_not_continued_on_resume(tmp_path):
+    history = quick_fit(tiny_vae(), "prior", epochs=6, patience=1, lr=0.5, run_dir=tmp_path)
+    resumed = quick_fit(
+        tiny_vae(), "prior", epochs=6, patience=1, lr=0.5, run_dir=tmp_path, resume=True
+    )
+    assert len(resumed) == len(history)
+
+
+def test_the_resumed_epoch_uses_the_scheduled_learning_rate(tmp_path):
+    quick_fit(tiny_vae(), "vae", epochs=1, run_dir=tmp_path, lr=1e-3, lr_halve_every=1)
+    vae = tiny_vae()
+    fit(
+        vae,
+        fashion_pixels(32),
+        "vae",
+        epochs=2,
+        batch_size=16,
+        lr=1e-3,
+        lr_halve_every=1,
+        run_dir=tmp_path,
+        resume=True,
+        progress=False,
+    )
+    saved = torch.load(tmp_path / "vae.ckpt", weights_only=True)["optimizer"]
+    rates = {group["lr"] for state in saved.values() for group in state["param_groups"]}
+    assert rates == {5e-4}

@@ -187,3 +187,16 @@ def test_truncated_and_mismatched_checkpoints_raise(tmp_path):
     )
     with pytest.raises(CheckpointError, match="do not fit"):
         VAEFlow.load(tmp_path / "wrong.pt")
+
+
+@pytest.mark.parametrize("glow_depth", [0, 2])
+@pytest.mark.parametrize("prior", ["flow", "normal"])
+def test_temperature_zero_gives_the_mean_with_or_without_glow(glow_depth, prior):
+    vae = tiny_vae(glow_depth=glow_depth, prior=prior)
+    vae.glow_enabled = False
+    z = torch.randn(3, 4)
+    assert torch.equal(vae.decode(z, 0.0), vae.decoder_mean(z))
+    assert vae.reconstruct(fashion_images(2)).shape == (2, 1, 28, 28)
+    assert vae.sample(2, temperature=0.0, prior_temperature=0.0).shape == (2, 1, 28, 28)
+    with pytest.raises(ValueError, match="temperature"):
+        vae.decode(z, -1.0)

@@ -218,12 +218,12 @@ class VAEFlow(nn.Module):
             return loc, self.decoder_scale(raw, loc)
         return out, self.decoder_scale(None, out)
 
-    def likelihood(self, z: Tensor, temperature: float = 1.0) -> dist.TorchDistribution:
+    def likelihood(self, z: Tensor) -> dist.TorchDistribution:
         r""":math:`p(x \mid z)`: the base Gaussian pushed through the Glow layer, if any."""
         loc, scale = self.decoder_params(z)
         if self.glow is not None and self.glow_enabled:
-            return FlowDecoder(loc, scale, self.glow, temperature=temperature)
-        return dist.Normal(loc, temperature * scale).to_event(3)
+            return FlowDecoder(loc, scale, self.glow)
+        return dist.Normal(loc, scale).to_event(3)
 
     # -- Pyro model and guide --------------------------------------------------------------------
 
@@ -263,13 +263,24 @@ class VAEFlow(nn.Module):
 
     @torch.no_grad()
     def decode(self, z: Tensor, temperature: float = 0.5) -> Tensor:
-        r"""Images :math:`f(\bar x)`, :math:`\bar x \sim \mathcal{N}(g_\mu(z), (T g_\sigma)^2)`."""
-        return self.likelihood(z, temperature).sample()
+        r"""Images :math:`f(\bar x)`, :math:`\bar x \sim \mathcal{N}(g_\mu(z), (T g_\sigma)^2)`.
+
+        At :math:`T = 0` this is :math:`f(g_\mu(z))`; without a Glow layer, :math:`f` is the
+        identity.
+        """
+        if temperature < 0:
+            raise ValueError(f"temperature must be >= 0, got {temperature}")
+        loc, scale = self.decoder_params(z)
+        base = loc + temperature * scale * torch.randn_like(loc)
+        return self.glow(base) if self.glow is not None and self.glow_enabled else base
 
     @torch.no_grad()
     def sample(self, n: int, temperature: float = 0.5, prior_temperature: float = 1.0) -> Tensor:
-        """``n`` images: :math:`z` from the prior, then :meth:`decode` at ``temperature``."""
-        z = self.prior(prior_temperature).expand([n]).sample()
+        """``n`` images: :math:`z` from the prior at ``prior_temperature``, then :meth:`decode`."""
+        if self.prior_flow is not None:
+            z = self.prior(prior_temperature).expand([n]).sample()
+        else:
+            z = prior_temperature * torch.randn_like(self._zeros(n, self.latent_dim))
         return self.decode(z, temperature)
 
     @torch.no_grad()

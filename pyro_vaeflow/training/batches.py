@@ -24,6 +24,9 @@ class Batches:
         n_bits: bits per pixel of the dequantisation.
         shuffle: reshuffle each epoch with ``generator``.
         generator: the generator of the shuffling (its state is checkpointed).
+        noise_seed: dequantise with this seed, the same noise at every pass (for validation
+            scores that only change with the model); ``None``: fresh noise from torch's global
+            generator each time.
 
     Example:
         >>> batches = Batches(torch.zeros(10, 1, 4, 4, dtype=torch.uint8), batch_size=4)
@@ -38,6 +41,7 @@ class Batches:
         n_bits: int = 8,
         shuffle: bool = True,
         generator: torch.Generator | None = None,
+        noise_seed: int | None = None,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -52,6 +56,8 @@ class Batches:
             raise ValueError("no training data: the dataset is empty")
         self.data, self.batch_size, self.n_bits, self.shuffle = data, batch_size, n_bits, shuffle
         self.generator = generator or torch.Generator().manual_seed(0)
+        self.noise_seed = noise_seed
+        self._noise: torch.Generator | None = None
 
     def __len__(self) -> int:
         return -(-len(self.data) // self.batch_size)
@@ -59,9 +65,11 @@ class Batches:
     def _prepare(self, x: Tensor) -> Tensor:
         if isinstance(x, (tuple, list)):
             x = x[0]
-        return dequantize(x, self.n_bits) if x.dtype == torch.uint8 else x
+        return dequantize(x, self.n_bits, self._noise) if x.dtype == torch.uint8 else x
 
     def __iter__(self) -> Iterator[Tensor]:
+        if self.noise_seed is not None:
+            self._noise = torch.Generator().manual_seed(self.noise_seed)
         if isinstance(self.data, Tensor):
             n = len(self.data)
             order = torch.randperm(n, generator=self.generator) if self.shuffle else None

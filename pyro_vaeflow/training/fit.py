@@ -41,11 +41,37 @@ def _learning_rate(lr: float, epoch: int, halve_every: int | None) -> float:
     return lr * 0.5 ** (epoch // halve_every) if halve_every else lr
 
 
+def _like_model(x: Tensor, vae) -> Tensor:
+    reference = next(vae.parameters())
+    return x.to(device=reference.device, dtype=reference.dtype)
+
+
+def _rng_state(device: torch.device) -> dict:
+    state = {"torch": torch.get_rng_state()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def _set_rng_state(state: dict, device: torch.device) -> None:
+    torch.set_rng_state(state["torch"])
+    if device.type == "cuda" and "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"], device)
+
+
+def _with_learning_rate(optimizer_states: dict, lr: float) -> dict:
+    """Saved per-parameter optimiser states, with the learning rate the schedule now gives."""
+    for state in optimizer_states.values():
+        for group in state.get("param_groups", []):
+            group["lr"] = lr
+    return optimizer_states
+
+
 @torch.no_grad()
 def _evaluate(vae, batches: Batches, n_bits: int) -> float:
     elbo, total, count = Trace_ELBO(), 0.0, 0
     for x in batches:
-        x = x.to(next(vae.parameters()).device)
+        x = _like_model(x, vae)
         total += elbo.loss(vae.model, vae.guide, x)
         count += len(x)
     return loss_to_bits_per_dim(total, count, vae.num_dims, n_bits)
@@ -106,11 +132,13 @@ def fit(
         n_bits: bits per pixel of the dequantisation.
         run_dir: where checkpoints and metrics go (none: nothing is written).
         resume: continue from ``<run_dir>/<phase>.ckpt`` if it exists (a phase that stopped
-            early, by ``patience`` or ``time_budget``, counts as finished and is not continued).
+            early by ``patience`` is finished and is not continued; one stopped by
+            ``time_budget`` continues).
         seed: seeds Pyro/torch and the shuffling (ignored when resuming).
         progress: show a tqdm bar with the loss in bits/dim.
-        time_budget: wall-clock seconds for this call: an epoch is not started when the last
-            epoch's duration would take the call past it (``None``: no limit).
+        time_budget: wall-clock seconds for this call: an epoch is not started once the budget
+            is spent, or when the last epoch's duration would take the call past it (``None``:
+            no limit). Checkpoints are per epoch, so a stopped phase resumes exactly.
 
     Returns:
         One dict per epoch: ``phase, epoch, lr, train_bpd, val_bpd, skipped, seconds``.
@@ -134,24 +162,30 @@ def fit(
     pyro.set_rng_seed(seed)
     shuffle = torch.Generator().manual_seed(seed)
     batches = Batches(data, batch_size, n_bits, generator=shuffle)
-    val_batches = None if val_data is None else Batches(val_data, batch_size, n_bits, shuffle=False)
+    val_batches = (
+        None
+        if val_data is None
+        else Batches(val_data, batch_size, n_bits, shuffle=False, noise_seed=seed)
+    )
     state = {"lr": lr}
     optim = pyro.optim.Adam(
         lambda _: {"lr": state["lr"]}, {"clip_norm": clip_norm} if clip_norm else None
     )
     history: list[dict] = []
     best = {"bpd": math.inf, "weights": None, "stale": 0}
-    start, finished = 0, False
+    start, early_stopped = 0, False
+    device = next(vae.parameters()).device
     if resume and checkpoint is not None and checkpoint.exists():
         saved = load_checkpoint(checkpoint, kind="training")
         if saved["phase"] != phase:
             raise ValueError(f"{checkpoint} is a {saved['phase']!r} checkpoint, not {phase!r}")
-        vae.load_state_dict(saved["model"])
-        optim.set_state(saved["optimizer"])
-        torch.set_rng_state(saved["rng"]["torch"])
-        shuffle.set_state(saved["rng"]["shuffle"])
         history, start = list(saved["history"]), int(saved["epoch"])
-        finished = bool(saved["finished"])
+        vae.load_state_dict(saved["model"])
+        lr_now = _learning_rate(lr, start, lr_halve_every)
+        optim.set_state(_with_learning_rate(saved["optimizer"], lr_now))
+        _set_rng_state(saved["rng"], device)
+        shuffle.set_state(saved["rng"]["shuffle"])
+        early_stopped = bool(saved["early_stopped"])
         best.update(saved["best"])
 
     def save(epoch: int, done: bool) -> None:
@@ -161,39 +195,31 @@ def fit(
                     "kind": "training",
                     "phase": phase,
                     "epoch": epoch,
-                    "finished": done,
+                    "early_stopped": done,
                     "config": vae.config,
                     "model": vae.state_dict(),
                     "optimizer": optim.get_state(),
                     "history": history,
                     "best": best,
-                    "rng": {"torch": torch.get_rng_state(), "shuffle": shuffle.get_state()},
+                    "rng": {**_rng_state(device), "shuffle": shuffle.get_state()},
                 },
                 checkpoint,
             )
 
-    device = next(vae.parameters()).device
     elbo = Trace_ELBO(num_particles=num_particles, vectorize_particles=True, max_plate_nesting=1)
     with pyro.get_param_store().scope(), training_phase(vae, phase):
         svi = GuardedSVI(vae.model, vae.guide, optim, elbo, max_consecutive_skipped)
         began = time.perf_counter()
-        for epoch in range(start, epochs if not finished else start):
-            if (
-                time_budget is not None
-                and history
-                and (time.perf_counter() - began + history[-1]["seconds"] > time_budget)
-            ):
+        for epoch in range(start, start if early_stopped else epochs):
+            if _out_of_time(time_budget, time.perf_counter() - began, history):
                 if progress:
                     tqdm.write(f"{phase}: stopping after epoch {epoch}, the time budget is spent")
-                save(epoch, done=True)
                 break
             state["lr"] = _learning_rate(lr, epoch, lr_halve_every)
             for optimizer in optim.optim_objs.values():
                 for group in optimizer.param_groups:
                     group["lr"] = state["lr"]
-            row = _run_epoch(
-                svi, vae, batches, device, n_bits, f"{phase} {epoch + 1}/{epochs}", progress
-            )
+            row = _run_epoch(svi, vae, batches, n_bits, f"{phase} {epoch + 1}/{epochs}", progress)
             row = {"phase": phase, "epoch": epoch + 1, "lr": state["lr"], **row}
             row["val_bpd"] = None if val_batches is None else _evaluate(vae, val_batches, n_bits)
             history.append(row)
@@ -219,11 +245,18 @@ def fit(
     return history
 
 
-def _run_epoch(svi, vae, batches, device, n_bits: int, label: str, progress: bool) -> dict:
+def _out_of_time(budget: float | None, elapsed: float, history: list[dict]) -> bool:
+    """Whether the next epoch, as long as the last one, would overrun the budget."""
+    if budget is None:
+        return False
+    return elapsed >= budget or (bool(history) and elapsed + history[-1]["seconds"] > budget)
+
+
+def _run_epoch(svi, vae, batches, n_bits: int, label: str, progress: bool) -> dict:
     began, total, count, skipped = time.perf_counter(), 0.0, 0, svi.skipped
     bar = tqdm(batches, desc=label, disable=not progress, leave=False)
     for x in bar:
-        loss = svi.step(x.to(device))
+        loss = svi.step(_like_model(x, vae))
         if math.isfinite(loss):
             total, count = total + loss, count + len(x)
             bar.set_postfix(bpd=f"{loss_to_bits_per_dim(loss, len(x), vae.num_dims, n_bits):.3f}")

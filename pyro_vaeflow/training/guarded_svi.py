@@ -63,9 +63,8 @@ class GuardedSVI(SVI):
                     raise
                 loss = math.nan  # a distribution refused a NaN parameter
         params = {site["value"].unconstrained() for site in capture.trace.nodes.values()}
-        finite = math.isfinite(loss) and all(
-            p.grad is None or bool(torch.isfinite(p.grad).all()) for p in params
-        )
+        grads = [p.grad.isfinite().all() for p in params if p.grad is not None]
+        finite = math.isfinite(loss) and (not grads or bool(torch.stack(grads).all()))
         if finite:
             self.optim(params)
             self.consecutive_skipped = 0

@@ -14,8 +14,9 @@ so each log-determinant is computed once, in the same pass as the value.
 The cache (``cache_size=1``) remembers the last pair :math:`(u, x)` and its log-determinant.
 Unlike torch's identity-keyed cache it never hands back a stale value: an entry is only reused
 while every parameter and buffer of the flow still has the version it had when the entry was
-made (an optimiser step changes it), while the autograd mode is the same, and while no backward
-pass has gone through the entry (which frees its graph). Pyro issue #2564 is the bug this avoids.
+made (an optimiser step changes it), while the autograd mode is the same, while the cached
+input and output have not been modified in place, and while no backward pass has gone through
+the entry (which frees its graph). Pyro issue #2564 is the bug this avoids.
 """
 
 from __future__ import annotations
@@ -53,6 +54,11 @@ def _mark_stale(ref: weakref.ref):
             entry.stale = True
 
     return hook
+
+
+def _version(tensor: Tensor) -> int | None:
+    """The in-place version counter of ``tensor`` (``None`` for inference-mode tensors)."""
+    return None if tensor.is_inference() else tensor._version
 
 
 def state_stamp(module: nn.Module) -> tuple:
@@ -136,24 +142,31 @@ class Flow(TransformModule):
         """
         raise NotImplementedError
 
-    def _cached(self) -> tuple | None:
-        return self._pair_cache.get() if self._cache_size else None
+    def _cached(self, u: Tensor | None = None, x: Tensor | None = None) -> tuple | None:
+        """The cached ``(u, x, log_det)`` if it holds these very tensors, unmodified since."""
+        cached = self._pair_cache.get() if self._cache_size else None
+        if cached is None:
+            return None
+        for given, stored, version in ((u, cached[0], cached[3]), (x, cached[1], cached[4])):
+            if given is not None and (given is not stored or _version(given) != version):
+                return None
+        return cached
 
     def _remember(self, u: Tensor, x: Tensor, log_det: Tensor) -> None:
         if self._cache_size:
-            self._pair_cache.put(u, x, log_det)
+            self._pair_cache.put(u, x, log_det, _version(u), _version(x))
 
     def __call__(self, u: Tensor) -> Tensor:
-        cached = self._cached()
-        if cached is not None and cached[0] is u:
+        cached = self._cached(u=u)
+        if cached is not None:
             return cached[1]
         x, log_det = self.forward_and_log_det(u)
         self._remember(u, x, log_det)
         return x
 
     def _inv_call(self, x: Tensor) -> Tensor:
-        cached = self._cached()
-        if cached is not None and cached[1] is x:
+        cached = self._cached(x=x)
+        if cached is not None:
             return cached[0]
         u, log_det = self.inverse_and_log_det(x)
         self._remember(u, x, log_det)
@@ -167,8 +180,8 @@ class Flow(TransformModule):
 
     def log_abs_det_jacobian(self, u: Tensor, x: Tensor) -> Tensor:
         r""":math:`\log|\det \partial x/\partial u|`, summed over the event dimensions."""
-        cached = self._cached()
-        if cached is not None and cached[0] is u and cached[1] is x:
+        cached = self._cached(u=u, x=x)
+        if cached is not None:
             return cached[2]
         x_new, log_det = self.forward_and_log_det(u)
         self._remember(u, x_new, log_det)

@@ -28,14 +28,15 @@ def mix_channels(h: Tensor, weight: Tensor) -> Tensor:
       fold the batch into one ``mm``; an NCHW ``conv2d`` is slower at these sizes. The gradient
       coming back is made contiguous first: for one with zero strides, which ``out.sum()`` sends,
       ``bmm``'s backward would run one small ``mm`` per image.
-    * :math:`C \ge 48`: a 1x1 ``conv2d`` (oneDNN), faster there as long as the memory allocator
-      reuses its buffers; ``bmm``'s time is steadier.
+    * :math:`C \ge 48` on CPU: a 1x1 ``conv2d`` (oneDNN), faster there as long as the memory
+      allocator reuses its buffers; ``bmm``'s time is steadier. On CUDA it is always ``bmm``,
+      since cuDNN's TF32 convolutions would make :math:`W^{-1}` after :math:`W` inexact.
 
     Neither materialises a :math:`B \times C \times C \times H \times W` product.
     """
     *batch, channels, height, width = h.shape
     images = math.prod(batch)
-    if channels >= 48 and h.numel() > 0:
+    if channels >= 48 and h.numel() > 0 and h.device.type == "cpu":
         kernel = weight[:, :, None, None]
         out = F.conv2d(h.reshape(images, channels, height, width), kernel)
     else:
@@ -109,15 +110,21 @@ class InvConv1x1(Flow):
         return self.permutation @ lower @ upper
 
     def inverse_weight(self) -> Tensor:
-        r"""The matrix :math:`W^{-1} = U^{-1} L^{-1} P^\top` of the base → data map (cached)."""
-        cached = self._inverse_cache.get()
+        r"""The matrix :math:`W^{-1} = U^{-1} L^{-1} P^\top` of the base → data map.
+
+        It is cached until a parameter changes, but only when it carries no autograd graph
+        (gradients off, or the parameters frozen), so that two outputs never share a graph that
+        one backward pass could free. With ``cache_size=0`` it is never cached.
+        """
+        cached = self._inverse_cache.get() if self._cache_size else None
         if cached is not None:
             return cached[0]
         lower, upper = self._factors()
         eye = torch.eye(self.channels, dtype=lower.dtype, device=lower.device)
         lower_inv = torch.linalg.solve_triangular(lower, eye, upper=False, unitriangular=True)
         inverse = torch.linalg.solve_triangular(upper, lower_inv @ self.permutation.T, upper=True)
-        self._inverse_cache.put(inverse)
+        if self._cache_size and not inverse.requires_grad:
+            self._inverse_cache.put(inverse)
         return inverse
 
     def _log_det(self, h: Tensor) -> Tensor:
