@@ -31,14 +31,9 @@ Run ``python benchmarks/bench_conv1x1.py`` (``--quick`` for a smoke test).
 from __future__ import annotations
 
 import argparse
-import math
-import os
-import platform
 import statistics
-import time
-from collections.abc import Callable, Hashable
+from collections.abc import Callable
 
-import pyro
 import torch
 import torch.nn.functional as F
 from pyro.distributions.transforms import GeneralizedChannelPermute
@@ -47,65 +42,9 @@ from torch import Tensor
 from pyro_vaeflow.transforms import InvConv1x1
 from pyro_vaeflow.transforms.conv1x1 import mix_channels
 
+from timing import load_average, machine, measure
+
 TARGETS = {4: 1.0, 16: 5.0, 48: 20.0}
-
-
-def machine() -> str:
-    """One line naming the CPU, the thread count and the library versions."""
-    model = platform.processor() or "unknown CPU"
-    try:
-        with open("/proc/cpuinfo") as cpuinfo:
-            for line in cpuinfo:
-                if line.startswith("model name"):
-                    model = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    return (
-        f"{model}, {os.cpu_count()} CPUs, {torch.get_num_threads()} torch threads, "
-        f"torch {torch.__version__}, pyro-ppl {pyro.__version__}, "
-        f"Python {platform.python_version()}"
-    )
-
-
-def load_average() -> str:
-    """The 1-minute load average of the machine (other processes slow the timings down)."""
-    try:
-        with open("/proc/loadavg") as loadavg:
-            return loadavg.read().split()[0]
-    except OSError:
-        return "unknown"
-
-
-def measure(
-    fns: dict[Hashable, Callable[[], object]], repeats: int, min_time: float, warmup: int
-) -> dict[Hashable, list[float]]:
-    """Seconds per call of each function, ``repeats`` times, the functions interleaved.
-
-    Each function first runs ``warmup`` times; then each repeat times every function once, over
-    as many calls as take about ``min_time`` seconds, in an order rotated from one repeat to the
-    next. A table's calls are all measured in one such loop, so a burst of load from other
-    processes on a shared machine spreads over all of them and the medians leave it out.
-    """
-    numbers = {}
-    for name, fn in fns.items():
-        for _ in range(warmup):
-            fn()
-        start = time.perf_counter()
-        fn()
-        once = time.perf_counter() - start
-        numbers[name] = max(1, math.ceil(min_time / max(once, 1e-9)))
-    names = list(fns)
-    times: dict[Hashable, list[float]] = {name: [] for name in names}
-    for repeat in range(repeats):
-        shift = repeat % len(names)
-        for name in names[shift:] + names[:shift]:
-            fn, number = fns[name], numbers[name]
-            start = time.perf_counter()
-            for _ in range(number):
-                fn()
-            times[name].append((time.perf_counter() - start) / number)
-    return times
 
 
 def median_ratio(slow: list[float], fast: list[float]) -> float:

@@ -99,6 +99,7 @@ def train(
         "batch_size": preset.batch_size,
         "lr": preset.lr,
         "lr_halve_every": preset.lr_halve_every,
+        "warmup_steps": preset.warmup_steps,
         "clip_norm": preset.clip_norm,
         "run_dir": run_dir,
         "resume": resume,

@@ -22,6 +22,8 @@ class Preset:
         batch_size: images per step.
         lr: Adam's learning rate.
         lr_halve_every: halve the learning rate every this many epochs.
+        warmup_steps: linear learning-rate warm-up at the start of each phase (see
+            :func:`~pyro_vaeflow.training.fit`).
         clip_norm: per-parameter gradient-norm clipping.
         time_budget: wall-clock seconds for both phases together (``None``: no limit); each
             phase gets its share by epochs, and stops before an epoch that would overrun it.
@@ -43,6 +45,7 @@ class Preset:
     batch_size: int = 128
     lr: float = 1e-3
     lr_halve_every: int | None = None
+    warmup_steps: int = 200
     clip_norm: float | None = 100.0
     time_budget: float | None = None
     train_images: int | None = None

@@ -20,7 +20,8 @@ def load_script(name: str) -> ModuleType:
 
 
 @pytest.mark.parametrize("name", ["bench_conv1x1", "bench_glow_step"])
-def test_benchmark_runs_quick(name, capsys):
+def test_benchmark_runs_quick(name, capsys, monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))  # the scripts import their shared `timing`
     script = load_script(name)
     script.main(script.parser().parse_args(["--quick"]))
     out = capsys.readouterr().out

@@ -210,3 +210,19 @@ def test_the_resumed_epoch_uses_the_scheduled_learning_rate(tmp_path):
     saved = torch.load(tmp_path / "vae.ckpt", weights_only=True)["optimizer"]
     rates = {group["lr"] for state in saved.values() for group in state["param_groups"]}
     assert rates == {5e-4}
+
+
+def test_tensorboard_gets_the_epoch_scalars(tmp_path):
+    quick_fit(tiny_vae(), "vae", epochs=1, run_dir=tmp_path)
+    assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
+
+
+def test_warmup_raises_the_learning_rate_linearly(tmp_path):
+    def last_rates():
+        saved = torch.load(tmp_path / "vae.ckpt", weights_only=True)["optimizer"]
+        return sorted({group["lr"] for state in saved.values() for group in state["param_groups"]})
+
+    quick_fit(tiny_vae(), "vae", epochs=1, lr=1e-3, warmup_steps=3, run_dir=tmp_path)
+    assert last_rates() == pytest.approx([2e-3 / 3])  # the 2nd of 3 warm-up steps
+    quick_fit(tiny_vae(), "vae", epochs=2, lr=1e-3, warmup_steps=3, run_dir=tmp_path, resume=True)
+    assert last_rates() == pytest.approx([1e-3])
