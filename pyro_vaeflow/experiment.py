@@ -24,7 +24,7 @@ from pyro_vaeflow.data import dequantize, load_images, quantize
 from pyro_vaeflow.infer import bits_per_dim, elbo, log_likelihood
 from pyro_vaeflow.models import VAEFlow
 from pyro_vaeflow.presets import Preset
-from pyro_vaeflow.training import fit
+from pyro_vaeflow.training import fit, to_model
 
 __all__ = ["evaluate", "make_figures", "summary_table", "train"]
 
@@ -135,11 +135,6 @@ def _test_images(preset: Preset, data_dir, seed: int) -> tuple[torch.Tensor, tor
     return pixels, dequantize(pixels, generator=torch.Generator().manual_seed(seed))
 
 
-def _like_model(x: torch.Tensor, vae: VAEFlow) -> torch.Tensor:
-    reference = next(vae.parameters())
-    return x.to(device=reference.device, dtype=reference.dtype)
-
-
 @contextmanager
 def _evaluating(vae: VAEFlow, glow_enabled: bool = True) -> Iterator[None]:
     """Eval mode, the Glow layer on or off, and a private Pyro param store; all restored."""
@@ -158,7 +153,7 @@ def _per_datum(function, vae: VAEFlow, images: torch.Tensor, batch_size: int, **
     return torch.cat(
         [
             function(
-                vae.model, vae.guide, _like_model(images[i : i + batch_size], vae), **kwargs
+                vae.model, vae.guide, to_model(images[i : i + batch_size], vae), **kwargs
             ).cpu()
             for i in range(0, len(images), batch_size)
         ]
@@ -172,7 +167,7 @@ def _importance(vae: VAEFlow, images: torch.Tensor, samples: int, progress: bool
         result = log_likelihood(
             vae.model,
             vae.guide,
-            _like_model(images[i : i + 25], vae),
+            to_model(images[i : i + 25], vae),
             num_samples=samples,
             chunk_size=min(samples, 100),
             return_diagnostics=True,

@@ -10,7 +10,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from pyro_vaeflow.data import dequantize
 
-__all__ = ["Batches"]
+__all__ = ["Batches", "to_model"]
 
 
 class Batches:
@@ -84,3 +84,14 @@ class Batches:
             )
             for batch in loader:
                 yield self._prepare(batch)
+
+
+def to_model(x: Tensor, module: torch.nn.Module) -> Tensor:
+    """``x`` on the device and in the dtype of ``module``'s parameters.
+
+    Example:
+        >>> to_model(torch.zeros(2), torch.nn.Linear(2, 2).double()).dtype
+        torch.float64
+    """
+    reference = next(module.parameters())
+    return x.to(device=reference.device, dtype=reference.dtype)

@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 
 from pyro_vaeflow.checkpoint import load_checkpoint, save_checkpoint
 from pyro_vaeflow.data import train_val_split
-from pyro_vaeflow.training.batches import Batches
+from pyro_vaeflow.training.batches import Batches, to_model
 from pyro_vaeflow.training.guarded_svi import GuardedSVI
 from pyro_vaeflow.training.phases import phase as training_phase
 
@@ -39,11 +39,6 @@ def loss_to_bits_per_dim(loss: float, batch: int, num_dims: int, n_bits: int = 8
 
 def _learning_rate(lr: float, epoch: int, halve_every: int | None) -> float:
     return lr * 0.5 ** (epoch // halve_every) if halve_every else lr
-
-
-def _like_model(x: Tensor, vae) -> Tensor:
-    reference = next(vae.parameters())
-    return x.to(device=reference.device, dtype=reference.dtype)
 
 
 def _rng_state(device: torch.device) -> dict:
@@ -71,7 +66,7 @@ def _with_learning_rate(optimizer_states: dict, lr: float) -> dict:
 def _evaluate(vae, batches: Batches, n_bits: int) -> float:
     elbo, total, count = Trace_ELBO(), 0.0, 0
     for x in batches:
-        x = _like_model(x, vae)
+        x = to_model(x, vae)
         total += elbo.loss(vae.model, vae.guide, x)
         count += len(x)
     return loss_to_bits_per_dim(total, count, vae.num_dims, n_bits)
@@ -282,7 +277,7 @@ def _run_epoch(svi, vae, batches, n_bits: int, label: str, progress: bool, set_l
     bar = tqdm(batches, desc=label, disable=not progress, leave=False)
     for step, x in enumerate(bar):
         set_lr(step)
-        loss = svi.step(_like_model(x, vae))
+        loss = svi.step(to_model(x, vae))
         if math.isfinite(loss):
             total, count = total + loss, count + len(x)
             bar.set_postfix(bpd=f"{loss_to_bits_per_dim(loss, len(x), vae.num_dims, n_bits):.3f}")
