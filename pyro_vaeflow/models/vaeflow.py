@@ -13,6 +13,7 @@ from torch import Tensor, nn
 
 from pyro_vaeflow.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from pyro_vaeflow.distributions import FlowDecoder, FlowPrior
+from pyro_vaeflow.models._checks import check_images
 from pyro_vaeflow.nets import ResNetDecoder, ResNetEncoder
 from pyro_vaeflow.transforms import glow, realnvp
 
@@ -105,6 +106,9 @@ class VAEFlow(nn.Module):
         glow_hidden_channels: width of each coupling's conditioner.
         glow_coupling: ``"additive"`` (the paper's) or ``"affine"``.
         glow_squeeze: squeezes around the Glow steps (default: 1 for 1-channel images).
+        glow_checkpoint: gradient checkpointing over the Glow layer's steps (see
+            :class:`~pyro_vaeflow.transforms.ComposeFlow`): less memory, about one more
+            forward pass of the Glow layer per step; the gradients are the same.
         encoder: a custom encoder, ``x [..., C, H, W] → (loc, scale)`` of shape ``[..., d]``.
         decoder: a custom decoder, ``z [..., d] → [..., C', H, W]`` with :math:`C' = 2C` for
             a diagonal variance and :math:`C` otherwise.
@@ -116,6 +120,9 @@ class VAEFlow(nn.Module):
         >>> vae.sample(3, temperature=0.5).shape
         torch.Size([3, 1, 28, 28])
     """
+
+    architecture = "vaeflow"
+    """The name of the model class in :data:`~pyro_vaeflow.models.ARCHITECTURES`."""
 
     def __init__(
         self,
@@ -136,6 +143,7 @@ class VAEFlow(nn.Module):
         glow_hidden_channels: int = 128,
         glow_coupling: str = "additive",
         glow_squeeze: int | None = None,
+        glow_checkpoint: bool = False,
         encoder: nn.Module | None = None,
         decoder: nn.Module | None = None,
     ) -> None:
@@ -173,6 +181,7 @@ class VAEFlow(nn.Module):
             "glow_hidden_channels": glow_hidden_channels,
             "glow_coupling": glow_coupling,
             "glow_squeeze": glow_squeeze,
+            "glow_checkpoint": bool(glow_checkpoint),
         }
         net = {
             "depth": depth,
@@ -196,6 +205,7 @@ class VAEFlow(nn.Module):
                 glow_coupling,
                 glow_squeeze,
                 init="identity",
+                checkpoint=glow_checkpoint,
             )
             if glow_depth > 0
             else None
@@ -275,13 +285,16 @@ class VAEFlow(nn.Module):
         return self.glow(base) if self.glow is not None and self.glow_enabled else base
 
     @torch.no_grad()
-    def sample(self, n: int, temperature: float = 0.5, prior_temperature: float = 1.0) -> Tensor:
-        """``n`` images: :math:`z` from the prior at ``prior_temperature``, then :meth:`decode`."""
+    def sample_latents(self, n: int, temperature: float = 1.0) -> Tensor:
+        """``n`` latents :math:`z` from the prior at ``temperature``."""
         if self.prior_flow is not None:
-            z = self.prior(prior_temperature).expand([n]).sample()
-        else:
-            z = prior_temperature * torch.randn_like(self._zeros(n, self.latent_dim))
-        return self.decode(z, temperature)
+            return self.prior(temperature).expand([n]).sample()
+        return temperature * torch.randn_like(self._zeros(n, self.latent_dim))
+
+    @torch.no_grad()
+    def sample(self, n: int, temperature: float = 0.5, prior_temperature: float = 1.0) -> Tensor:
+        """``n`` images: :meth:`sample_latents` at ``prior_temperature``, then :meth:`decode`."""
+        return self.decode(self.sample_latents(n, prior_temperature), temperature)
 
     @torch.no_grad()
     def reconstruct(self, x: Tensor, temperature: float = 0.0) -> Tensor:
@@ -296,7 +309,12 @@ class VAEFlow(nn.Module):
         A model built with a custom ``encoder``/``decoder`` must be rebuilt by hand and given
         the weights with ``load_state_dict``; :meth:`load` rebuilds the default networks.
         """
-        payload = {"kind": "model", "config": self.config, "model": self.state_dict()}
+        payload = {
+            "kind": "model",
+            "architecture": self.architecture,
+            "config": self.config,
+            "model": self.state_dict(),
+        }
         return save_checkpoint(payload, path)
 
     @classmethod
@@ -309,6 +327,12 @@ class VAEFlow(nn.Module):
         payload = load_checkpoint(path)
         if "config" not in payload or "model" not in payload:
             raise CheckpointError(f"{path} holds no model (kind {payload['kind']!r})")
+        architecture = payload.get("architecture", cls.architecture)
+        if architecture != cls.architecture:
+            raise CheckpointError(
+                f"{path} holds a {architecture!r} model, not a {cls.__name__}; load it with "
+                "pyro_vaeflow.models.load_model"
+            )
         config = dict(payload["config"])
         vae = cls(config.pop("image_shape"), **config)
         try:
@@ -321,20 +345,7 @@ class VAEFlow(nn.Module):
 
     def check_images(self, x: Tensor) -> None:
         """Raise a ``ValueError`` naming the problem unless ``x`` is ``N×C×H×W`` in [0, 1]."""
-        if not isinstance(x, Tensor) or not x.is_floating_point():
-            kind = x.dtype if isinstance(x, Tensor) else type(x).__name__
-            raise ValueError(
-                f"expected a float tensor of images in [0, 1], got {kind}; dequantise uint8 "
-                "pixels first (pyro_vaeflow.data.dequantize)"
-            )
-        if x.dim() != 4 or tuple(x.shape[1:]) != self.image_shape:
-            expected = ", ".join(map(str, self.image_shape))
-            raise ValueError(f"expected images of shape [N, {expected}], got {tuple(x.shape)}")
-        if not torch.isfinite(x).all():
-            raise ValueError(f"images contain {int((~torch.isfinite(x)).sum())} NaN/Inf pixels")
-        low, high = x.min().item(), x.max().item()
-        if low < 0.0 or high > 1.0:
-            raise ValueError(f"pixel values must lie in [0, 1], got the range [{low:g}, {high:g}]")
+        check_images(x, self.image_shape)
 
     def _zeros(self, *shape: int) -> Tensor:
         reference = next(self.decoder.parameters())

@@ -20,6 +20,7 @@ def glow(
     coupling: str = "additive",
     squeeze: int = 0,
     init: str = "data",
+    checkpoint: bool = False,
 ) -> ComposeFlow:
     r"""Glow without the multi-scale split: ``depth`` steps of actnorm → 1x1 conv → coupling.
 
@@ -47,6 +48,9 @@ def glow(
             1x1 convolutions), or ``"identity"`` for the exact identity map (unit actnorm
             without data-dependent initialisation, identity 1x1 convolutions); couplings start
             at the identity either way.
+        checkpoint: gradient checkpointing over the steps' layers (see :class:`ComposeFlow`):
+            only each layer's input is kept for the backward pass, which recomputes the
+            couplings' conditioner activations; less memory for about one more forward pass.
 
     Example:
         >>> flow = glow(1, depth=2, hidden_channels=16, squeeze=1, init="identity")
@@ -70,4 +74,4 @@ def glow(
         ]
     squeezes: list[Flow] = [Squeeze2d() for _ in range(squeeze)]
     unsqueezes: list[Flow] = [Unsqueeze2d() for _ in range(squeeze)]
-    return ComposeFlow(squeezes + data_to_base[::-1] + unsqueezes)
+    return ComposeFlow(squeezes + data_to_base[::-1] + unsqueezes, checkpoint=checkpoint)
