@@ -80,10 +80,10 @@ def load_run_preset(run_dir: Path) -> Preset:
         raise FileNotFoundError(f"{path} not found: is {run_dir} a pyro-vaeflow run directory?")
     config = json.loads(path.read_text())
     config["image_shape"] = tuple(config["image_shape"])
-    model = dict(config["model"])
-    if "prior_hidden_dims" in model:
-        model["prior_hidden_dims"] = tuple(model["prior_hidden_dims"])
-    config["model"] = model
+    config["model"] = {  # JSON has no tuples
+        key: tuple(value) if isinstance(value, list) else value
+        for key, value in config["model"].items()
+    }
     return Preset(**config)
 
 
@@ -128,7 +128,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run ``pyro-vaeflow``; returns the exit status."""
     args = build_parser().parse_args(argv)
     from pyro_vaeflow.experiment import train
-    from pyro_vaeflow.models import VAEFlow
+    from pyro_vaeflow.models import load_model, sample_options
     from pyro_vaeflow.plotting import image_grid
 
     try:
@@ -157,14 +157,17 @@ def main(argv: Sequence[str] | None = None) -> int:
                 _run_evaluation(vae, preset, history, args)
         elif args.command == "evaluate":
             preset = override(load_run_preset(args.run_dir), **_evaluation_overrides(args))
-            vae = VAEFlow.load(args.run_dir / "model.pt", map_location=args.device)
+            vae = load_model(args.run_dir / "model.pt", map_location=args.device)
             _run_evaluation(vae, preset, _history(args.run_dir), args)
         else:
             from torchvision.utils import save_image
 
-            vae = VAEFlow.load(args.run_dir / "model.pt", map_location=args.device)
+            vae = load_model(args.run_dir / "model.pt", map_location=args.device)
             torch.manual_seed(args.seed)
-            images = vae.sample(args.n, args.temperature, args.prior_temperature)
+            options = sample_options(
+                vae, temperature=args.temperature, prior_temperature=args.prior_temperature
+            )
+            images = vae.sample(args.n, **options)
             out = args.out or args.run_dir / "samples.png"
             out.parent.mkdir(parents=True, exist_ok=True)
             save_image(image_grid(images), out)

@@ -17,16 +17,17 @@ from pathlib import Path
 
 import pyro
 import torch
+from torch import nn
 from tqdm.auto import tqdm
 
 from pyro_vaeflow.checkpoint import load_checkpoint
 from pyro_vaeflow.data import dequantize, load_images, quantize
 from pyro_vaeflow.infer import bits_per_dim, elbo, log_likelihood
-from pyro_vaeflow.models import VAEFlow
+from pyro_vaeflow.models import VAEFlow, build_model, sample_options
 from pyro_vaeflow.presets import Preset
 from pyro_vaeflow.training import fit, to_model
 
-__all__ = ["evaluate", "make_figures", "summary_table", "train"]
+__all__ = ["evaluate", "fid_scores", "make_figures", "schedule", "summary_table", "train"]
 
 
 #: What a resumed run must share with the run it continues; epochs, the time budget and the
@@ -35,6 +36,8 @@ _TRAINING_FIELDS = (
     "dataset",
     "image_shape",
     "model",
+    "architecture",
+    "joint",
     "batch_size",
     "lr",
     "lr_halve_every",
@@ -63,6 +66,27 @@ def _check_config(run_dir: Path, preset: Preset, resume: bool) -> None:
     config.write_text(json.dumps(wanted, indent=2) + "\n")
 
 
+def schedule(preset: Preset, model: nn.Module) -> list[tuple[str, int]]:
+    """The training phases of ``model`` under ``preset``, in order, with their epochs.
+
+    Example:
+        >>> from pyro_vaeflow.presets import get_preset
+        >>> from pyro_vaeflow.models import VAEFlow, build_model, sample_options
+        >>> schedule(get_preset("cpu"), VAEFlow((1, 28, 28), 2, glow_depth=1))
+        [('vae', 6), ('glow', 4)]
+    """
+    if preset.architecture == "vaeflow":
+        if preset.joint:
+            return [("joint", preset.vae_epochs + preset.glow_epochs)]
+        phases = [("vae", preset.vae_epochs)]
+        if getattr(model, "glow", None) is not None and preset.glow_epochs > 0:
+            phases.append(("glow", preset.glow_epochs))
+        return phases
+    if preset.architecture == "two-stage":
+        return [("vae", preset.vae_epochs), ("second", preset.glow_epochs)]
+    return [("all", preset.vae_epochs)]
+
+
 def train(
     preset: Preset,
     run_dir: str | os.PathLike,
@@ -72,17 +96,21 @@ def train(
     resume: bool = False,
     seed: int = 0,
     progress: bool = True,
-) -> tuple[VAEFlow, list[dict]]:
-    """Train phase 1 (VAE and prior) and then phase 2 (the Glow layer) as the preset says.
+) -> tuple[nn.Module, list[dict]]:
+    """Train the preset's model, phase after phase (see :func:`schedule`).
 
+    For the paper's model: phase 1 (VAE and prior) and then phase 2 (the Glow layer), or one
+    joint phase; for a two-stage VAE its two stages; for a single-phase model its one phase.
     Each phase checkpoints after every epoch; ``resume=True`` continues a stopped run exactly
-    (once phase 2 has begun, phase 1 is not touched again), and may extend the epochs or change
-    the time budget, but not the model or the optimiser settings. With a ``time_budget``,
-    phase 1 gets its share by epochs and phase 2 the rest. The final model is saved as
+    (once a phase has begun, the phases before it are not touched again), and may extend the
+    epochs or change the time budget, but not the model or the optimiser settings. With a
+    ``time_budget`` (the seconds of the training epochs, counted across resumes, so that a
+    resumed run stops where an uninterrupted one would), each phase gets the share of what is
+    left that its epochs are of the epochs left. The final model is saved as
     ``<run_dir>/model.pt``.
 
     Returns:
-        The trained model and the history of both phases.
+        The trained model and the history of all phases.
     """
     run_dir = Path(run_dir)
     _check_config(run_dir, preset, resume)
@@ -94,7 +122,7 @@ def train(
         )
     pixels = pixels[: preset.train_images]
     torch.manual_seed(seed)
-    vae = VAEFlow(preset.image_shape, **preset.model).to(device)
+    model = build_model(preset.architecture, preset.image_shape, **preset.model).to(device)
     options = {
         "batch_size": preset.batch_size,
         "lr": preset.lr,
@@ -106,50 +134,54 @@ def train(
         "seed": seed,
         "progress": progress,
     }
-    began = time.perf_counter()
-    budget = preset.time_budget
-    share = preset.vae_epochs / max(preset.vae_epochs + preset.glow_epochs, 1)
-    phase_two_started = resume and (run_dir / "glow.ckpt").exists()
-    if phase_two_started:  # phase 1 is over: its weights are in the phase-2 checkpoint
-        history = list(load_checkpoint(run_dir / "vae.ckpt", kind="training")["history"])
-    else:
-        history = fit(
-            vae,
-            pixels,
-            "vae",
-            preset.vae_epochs,
-            time_budget=None if budget is None else budget * share,
-            **options,
-        )
-    remaining = None if budget is None else max(budget - (time.perf_counter() - began), 0.0)
-    if preset.glow_epochs > 0 and vae.glow is not None:
-        history = history + fit(
-            vae, pixels, "glow", preset.glow_epochs, time_budget=remaining, **options
-        )
-    vae.save(run_dir / "model.pt")
-    return vae, history
+    phases = schedule(preset, model)
+    history: list[dict] = []
+    for index, (name, epochs) in enumerate(phases):
+        checkpoint = run_dir / f"{name}.ckpt"
+        later = [later_name for later_name, _ in phases[index + 1 :]]
+        if resume and any((run_dir / f"{n}.ckpt").exists() for n in later):
+            # this phase is over: its weights are in a later phase's checkpoint
+            history += load_checkpoint(checkpoint, kind="training")["history"]
+            continue
+        budget = None
+        if preset.time_budget is not None:  # the epochs' seconds count, also across resumes
+            done = resume and checkpoint.exists()
+            spent = _seconds(
+                load_checkpoint(checkpoint, kind="training")["history"] if done else []
+            )
+            left = max(preset.time_budget - _seconds(history), 0.0)
+            budget = left * epochs / max(sum(e for _, e in phases[index:]), 1) - spent
+        history += fit(model, pixels, name, epochs, time_budget=budget, **options)
+    model.save(run_dir / "model.pt")
+    return model, history
 
 
-def _test_images(preset: Preset, data_dir, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _seconds(history: list[dict]) -> float:
+    return sum(row["seconds"] for row in history)
+
+
+def _test_images(preset: Preset, data_dir, seed: int) -> torch.Tensor:
     pixels = load_images(preset.dataset, "test", data_dir)
-    return pixels, dequantize(pixels, generator=torch.Generator().manual_seed(seed))
+    return dequantize(pixels, generator=torch.Generator().manual_seed(seed))
 
 
 @contextmanager
-def _evaluating(vae: VAEFlow, glow_enabled: bool = True) -> Iterator[None]:
-    """Eval mode, the Glow layer on or off, and a private Pyro param store; all restored."""
-    training, enabled = vae.training, vae.glow_enabled
-    vae.eval()
-    vae.glow_enabled = glow_enabled
+def _evaluating(model: nn.Module, glow_enabled: bool = True) -> Iterator[None]:
+    """Eval mode, a VAEFlow's Glow layer on or off, a private Pyro param store; all restored."""
+    training, enabled = model.training, getattr(model, "glow_enabled", None)
+    model.eval()
+    if enabled is not None:
+        model.glow_enabled = glow_enabled
     try:
         with pyro.get_param_store().scope():
             yield
     finally:
-        vae.train(training)
-        vae.glow_enabled = enabled
+        model.train(training)
+        if enabled is not None:
+            model.glow_enabled = enabled
 
 
-def _per_datum(function, vae: VAEFlow, images: torch.Tensor, batch_size: int, **kwargs):
+def _per_datum(function, vae: nn.Module, images: torch.Tensor, batch_size: int, **kwargs):
     return torch.cat(
         [
             function(
@@ -160,7 +192,7 @@ def _per_datum(function, vae: VAEFlow, images: torch.Tensor, batch_size: int, **
     )
 
 
-def _importance(vae: VAEFlow, images: torch.Tensor, samples: int, progress: bool) -> dict:
+def _importance(vae: nn.Module, images: torch.Tensor, samples: int, progress: bool) -> dict:
     log_px, ess = [], []
     batches = range(0, len(images), 25)
     for i in tqdm(batches, desc="importance sampling", disable=not progress, leave=False):
@@ -183,10 +215,55 @@ def _importance(vae: VAEFlow, images: torch.Tensor, samples: int, progress: bool
     }
 
 
-def _fid(vae, pixels, preset, weights, cache_dir, seed, progress) -> dict:
+def _samplers(model: nn.Module, n: int, temperature: float) -> dict:
+    """Name → ``draw(count)``, the next ``count`` of ``n`` samples, for each FID to compute.
+
+    A ``VAEFlow`` (or ``TwoStageVAE``) draws ``n`` latents once: ``"fid"`` scores the Glow
+    samples at ``temperature`` and ``"fid_vae_mean"`` the decoder means of the same latents
+    (without a Glow layer, ``"fid"`` scores the decoder means). Other models are scored on
+    their ``sample`` method (given ``temperature`` if it takes one).
+    """
+    if isinstance(model, VAEFlow):
+        z = model.sample_latents(n)
+        position = {"fid": 0, "fid_vae_mean": 0}
+        with_glow = model.glow is not None and model.glow_enabled
+
+        def latent_sampler(name):
+            def draw(count):
+                batch = z[position[name] : position[name] + count]
+                position[name] += count
+                if name == "fid" and with_glow:
+                    return model.decode(batch, temperature)
+                return model.decoder_mean(batch)
+
+            return draw
+
+        names = ["fid", "fid_vae_mean"] if with_glow else ["fid"]
+        return {name: latent_sampler(name) for name in names}
+    options = sample_options(model, temperature=temperature, progress=False)
+    return {"fid": lambda count: model.sample(count, **options)}
+
+
+def fid_scores(
+    model: nn.Module,
+    preset: Preset,
+    *,
+    data_dir: str | os.PathLike | None = None,
+    weights: str | os.PathLike | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    seed: int = 0,
+    progress: bool = True,
+) -> dict:
+    """FID of ``preset.fid_samples`` samples against as many test images, in eval mode.
+
+    ``fid`` scores the samples at ``preset.temperature`` (for a ``VAEFlow``, also
+    ``fid_vae_mean``, the decoder means of the same latents: see :func:`evaluate`). The
+    reference statistics of the test images are cached in ``cache_dir``.
+    """
     from pyro_vaeflow.metrics import fid, inception_network, reference_statistics
 
-    network = inception_network(weights, device=next(vae.parameters()).device)
+    pixels = load_images(preset.dataset, "test", data_dir)
+    network = inception_network(weights, device=next(model.parameters()).device)
     n = preset.fid_samples
     reference = reference_statistics(
         f"{preset.dataset}-test",
@@ -197,31 +274,19 @@ def _fid(vae, pixels, preset, weights, cache_dir, seed, progress) -> dict:
         progress=progress,
     )
     torch.manual_seed(seed)
-    z = vae.prior().expand([n]).sample()
-    position = {"glow": 0, "mean": 0}
+    metrics: dict = {"fid_samples": n, "fid_temperature": preset.temperature}
+    with _evaluating(model):
+        for name, draw in _samplers(model, n, preset.temperature).items():
 
-    def sampler(kind):
-        def draw(count):
-            start = position[kind]
-            position[kind] += count
-            batch = z[start : start + count]
-            images = (
-                vae.decode(batch, preset.temperature) if kind == "glow" else vae.decoder_mean(batch)
-            )
-            return quantize(images.clamp(0.0, 1.0 - 1e-6))  # 8-bit, like the test images
+            def eight_bit(count, draw=draw):
+                return quantize(draw(count).clamp(0.0, 1.0 - 1e-6))  # 8-bit, like the test set
 
-        return draw
-
-    return {
-        "fid": fid(sampler("glow"), reference, network, n_samples=n, progress=progress),
-        "fid_vae_mean": fid(sampler("mean"), reference, network, n_samples=n, progress=progress),
-        "fid_samples": n,
-        "fid_temperature": preset.temperature,
-    }
+            metrics[name] = fid(eight_bit, reference, network, n_samples=n, progress=progress)
+    return metrics
 
 
 def evaluate(
-    vae: VAEFlow,
+    model: nn.Module,
     preset: Preset,
     run_dir: str | os.PathLike | None = None,
     *,
@@ -234,34 +299,39 @@ def evaluate(
 ) -> dict:
     r"""Test likelihoods and FID of a trained model, as the preset says.
 
+    The same code scores every architecture, through its Pyro ``model`` and ``guide``:
+
     * ``test_elbo_bpd``: the test ELBO in bits/dim, :math:`8 - \mathrm{ELBO}/(D \ln 2)`, on
-      ``elbo_images`` test images (all by default), and ``test_elbo_bpd_without_glow``, the same
-      bound with the Glow layer switched off (the phase-1 model, since phase 2 trains only the
-      Glow layer);
+      ``elbo_images`` test images (all by default); for a ``VAEFlow`` with a Glow layer also
+      ``test_elbo_bpd_without_glow``, the same bound with the Glow layer switched off (the
+      phase-1 model, since phase 2 trains only the Glow layer);
     * ``test_is_bpd``: the importance-sampled bits/dim, with ``is_samples`` samples per image on
-      the first ``is_images`` test images, with its mean effective sample size;
-    * ``fid``: FID of ``fid_samples`` samples at the preset's Glow temperature against as many
-      test images (reference statistics cached), and ``fid_vae_mean`` of the VAE's means
-      :math:`g_\mu(z)` for the same :math:`z`, to measure what the Glow layer adds.
+      the first ``is_images`` test images, with its mean effective sample size (a model without
+      latent variables, such as the standalone Glow, gets its exact likelihood);
+    * ``fid``: FID of ``fid_samples`` samples against as many test images (reference statistics
+      cached). For a ``VAEFlow``, the samples are at the preset's Glow temperature and
+      ``fid_vae_mean`` scores the VAE's means :math:`g_\mu(z)` for the same :math:`z`, to
+      measure what the Glow layer adds (without a Glow layer, ``fid`` scores the means).
 
     Results go to ``<run_dir>/metrics.json`` when ``run_dir`` is given.
     """
     started = time.perf_counter()
-    pixels, images = _test_images(preset, data_dir, seed)
+    images = _test_images(preset, data_dir, seed)
     metrics: dict = {"preset": preset.name, "dataset": preset.dataset}
     torch.manual_seed(seed)
     elbo_set = images[: preset.elbo_images]
-    with _evaluating(vae):
-        nats = _per_datum(elbo, vae, elbo_set, 500)
-        metrics.update(_importance(vae, images[: preset.is_images], preset.is_samples, progress))
-        if fid:
-            metrics.update(_fid(vae, pixels, preset, fid_weights, fid_cache_dir, seed, progress))
-    metrics["test_elbo_bpd"] = float(bits_per_dim(nats.mean(), vae.num_dims))
+    with _evaluating(model):
+        nats = _per_datum(elbo, model, elbo_set, 500)
+        metrics.update(_importance(model, images[: preset.is_images], preset.is_samples, progress))
+    if fid:
+        options = {"weights": fid_weights, "cache_dir": fid_cache_dir, "progress": progress}
+        metrics.update(fid_scores(model, preset, data_dir=data_dir, seed=seed, **options))
+    metrics["test_elbo_bpd"] = float(bits_per_dim(nats.mean(), model.num_dims))
     metrics["test_elbo_images"] = len(elbo_set)
-    if vae.glow is not None:
-        with _evaluating(vae, glow_enabled=False):
-            plain = _per_datum(elbo, vae, elbo_set, 500)
-        metrics["test_elbo_bpd_without_glow"] = float(bits_per_dim(plain.mean(), vae.num_dims))
+    if isinstance(model, VAEFlow) and model.glow is not None:
+        with _evaluating(model, glow_enabled=False):
+            plain = _per_datum(elbo, model, elbo_set, 500)
+        metrics["test_elbo_bpd_without_glow"] = float(bits_per_dim(plain.mean(), model.num_dims))
     metrics["evaluation_seconds"] = time.perf_counter() - started
     if run_dir is not None:
         path = Path(run_dir) / "metrics.json"
@@ -271,23 +341,27 @@ def evaluate(
 
 
 def make_figures(
-    vae: VAEFlow, history: list[dict], run_dir: str | os.PathLike, seed: int = 0
+    model: nn.Module, history: list[dict], run_dir: str | os.PathLike, seed: int = 0
 ) -> list[Path]:
     """Draw the run's figures into ``<run_dir>/figures/``.
 
-    ``samples.png`` (Glow temperatures 1.0, 0.7 and 0.5, the same :math:`z` in each panel),
-    ``sharpening.png`` (the VAE mean next to Glow samples from the same :math:`z`, the paper's
-    Fig. 4), ``interpolation.png`` (Fig. 5) and ``training_curves.png``.
+    For a ``VAEFlow``: ``samples.png`` (Glow temperatures 1.0, 0.7 and 0.5, the same
+    :math:`z` in each panel), ``sharpening.png`` (the VAE mean next to Glow samples from the
+    same :math:`z`, the paper's Fig. 4; only with a Glow layer) and ``interpolation.png``
+    (Fig. 5). For other models, ``samples.png`` is a grid of their samples. Every run gets
+    ``training_curves.png``.
     """
     from pyro_vaeflow import plotting
 
     folder = Path(run_dir) / "figures"
-    figures = {
-        "samples": plotting.plot_samples(vae, seed=seed),
-        "sharpening": plotting.plot_sharpening(vae, seed=seed),
-        "interpolation": plotting.plot_interpolation(vae, seed=seed),
-        "training_curves": plotting.plot_training_curves(history),
-    }
+    if isinstance(model, VAEFlow):
+        figures = {"samples": plotting.plot_samples(model, seed=seed)}
+        if model.glow is not None:
+            figures["sharpening"] = plotting.plot_sharpening(model, seed=seed)
+        figures["interpolation"] = plotting.plot_interpolation(model, seed=seed)
+    else:
+        figures = {"samples": plotting.plot_sample_grid(model, seed=seed)}
+    figures["training_curves"] = plotting.plot_training_curves(history)
     return [
         plotting.save_figure(figure, folder / f"{name}.png") for name, figure in figures.items()
     ]

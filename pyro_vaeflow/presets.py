@@ -16,9 +16,14 @@ class Preset:
         description: one line on what it is for.
         dataset: a name for :func:`~pyro_vaeflow.data.load_images`.
         image_shape: ``(C, H, W)``.
-        model: keyword arguments of :class:`~pyro_vaeflow.models.VAEFlow`.
-        vae_epochs: epochs of phase 1 (VAE and prior).
-        glow_epochs: epochs of phase 2 (the Glow layer).
+        model: keyword arguments of the model class.
+        architecture: the model class, a key of :data:`~pyro_vaeflow.models.ARCHITECTURES`
+            (``"vaeflow"``, the paper's model, by default).
+        joint: train a ``VAEFlow`` in one ``"joint"`` phase of ``vae_epochs + glow_epochs``
+            epochs instead of the paper's two phases (its ablation).
+        vae_epochs: epochs of phase 1 (VAE and prior; the only phase of a single-phase model
+            such as the standalone Glow).
+        glow_epochs: epochs of phase 2 (the Glow layer, or a two-stage VAE's second stage).
         batch_size: images per step.
         lr: Adam's learning rate.
         lr_halve_every: halve the learning rate every this many epochs.
@@ -40,6 +45,8 @@ class Preset:
     dataset: str
     image_shape: tuple[int, int, int]
     model: dict = field(default_factory=dict)
+    architecture: str = "vaeflow"
+    joint: bool = False
     vae_epochs: int = 10
     glow_epochs: int = 10
     batch_size: int = 128
@@ -126,6 +133,30 @@ PRESETS: dict[str, Preset] = {
             glow_epochs=30,
             time_budget=100 * 60,
             fid_samples=2000,
+        ),
+        Preset(
+            "two-stage-cpu",
+            "the two-stage VAE baseline (Dai & Wipf) with the cpu preset's first stage",
+            "fashion-mnist",
+            (1, 28, 28),
+            {key: _CPU_MODEL[key] for key in ("latent_dim", "base_channels", "fc_dim")},
+            architecture="two-stage",
+            vae_epochs=6,
+            glow_epochs=4,
+            time_budget=14 * 60,
+        ),
+        Preset(
+            "glow-cpu",
+            "the standalone multi-scale Glow baseline: 2 levels of 8 steps, width 64, affine",
+            "fashion-mnist",
+            (1, 28, 28),
+            {"levels": 2, "depth": 8, "hidden_channels": 64, "coupling": "affine"},
+            architecture="glow",
+            vae_epochs=10,
+            glow_epochs=0,
+            time_budget=14 * 60,
+            is_samples=1,
+            temperature=0.7,
         ),
         Preset(
             "paper-cifar10",

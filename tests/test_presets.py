@@ -8,7 +8,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pyro_vaeflow.models import VAEFlow
+from pyro_vaeflow.experiment import schedule
+from pyro_vaeflow.models import build_model
 from pyro_vaeflow.presets import PRESETS, get_preset, override
 from pyro_vaeflow.training import fit
 from tests.helpers import fashion_pixels
@@ -26,9 +27,11 @@ def real_pixels(image_shape, n=2):
 @pytest.mark.parametrize("name", sorted(PRESETS))
 def test_preset_builds_and_trains_one_step_per_phase(name):
     preset = PRESETS[name]
-    vae = VAEFlow(preset.image_shape, **preset.model)
+    vae = build_model(preset.architecture, preset.image_shape, **preset.model)
     pixels = real_pixels(preset.image_shape)
-    for phase_name in ("vae", "glow"):
+    phases = [phase_name for phase_name, _ in schedule(preset, vae)]
+    assert len(phases) == (1 if preset.architecture not in ("vaeflow", "two-stage") else 2)
+    for phase_name in phases:
         history = fit(
             vae,
             pixels,

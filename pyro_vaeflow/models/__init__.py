@@ -1,5 +1,19 @@
 """Models as Pyro model/guide pairs."""
 
+from pyro_vaeflow.models.glow import Glow, MultiscaleGlowDistribution
+from pyro_vaeflow.models.registry import ARCHITECTURES, build_model, load_model, sample_options
+from pyro_vaeflow.models.two_stage import SecondStageVAE, TwoStageVAE
 from pyro_vaeflow.models.vaeflow import VAEFlow, default_architecture
 
-__all__ = ["VAEFlow", "default_architecture"]
+__all__ = [
+    "ARCHITECTURES",
+    "Glow",
+    "MultiscaleGlowDistribution",
+    "SecondStageVAE",
+    "TwoStageVAE",
+    "VAEFlow",
+    "build_model",
+    "default_architecture",
+    "load_model",
+    "sample_options",
+]

@@ -4,6 +4,7 @@ r"""Figures of a trained model and its training, with matplotlib and torchvision
 - :func:`plot_sharpening`: the VAE mean next to Glow samples from the same :math:`z`
   (paper Fig. 4);
 - :func:`plot_interpolation`: latent interpolations (paper Fig. 5);
+- :func:`plot_sample_grid`: one grid of samples of any model (the baselines);
 - :func:`plot_training_curves`: bits/dim per epoch over the training phases;
 - :func:`image_grid`, :func:`save_figure`, :func:`interpolate`: the building blocks.
 
@@ -17,6 +18,7 @@ from pyro_vaeflow.plotting.curves import plot_training_curves
 from pyro_vaeflow.plotting.samples import (
     interpolate,
     plot_interpolation,
+    plot_sample_grid,
     plot_samples,
     plot_sharpening,
 )
@@ -26,6 +28,7 @@ __all__ = [
     "image_grid",
     "interpolate",
     "plot_interpolation",
+    "plot_sample_grid",
     "plot_samples",
     "plot_sharpening",
     "plot_training_curves",

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 import torch
 from matplotlib.figure import Figure
-from torch import Tensor
+from torch import Tensor, nn
 
 from pyro_vaeflow.distributions import FlowNormal
 from pyro_vaeflow.plotting._common import (
@@ -31,7 +31,13 @@ from pyro_vaeflow.plotting.utils import image_grid
 if TYPE_CHECKING:
     from pyro_vaeflow.models import VAEFlow
 
-__all__ = ["interpolate", "plot_interpolation", "plot_samples", "plot_sharpening"]
+__all__ = [
+    "interpolate",
+    "plot_interpolation",
+    "plot_sample_grid",
+    "plot_samples",
+    "plot_sharpening",
+]
 
 _METHODS = ("linear", "slerp")
 
@@ -82,7 +88,7 @@ def plot_samples(
     check_int("nrow", nrow)
     grids = []
     with sampling(vae, seed):
-        z = vae.prior(prior_temperature).expand([n]).sample()
+        z = vae.sample_latents(n, prior_temperature)
         device = z.device
         for t in temperatures:
             reseed(seed + 1, device)  # the same ε for every temperature
@@ -96,6 +102,35 @@ def plot_samples(
         f"Samples at Glow temperature T (same z for every panel, z ~ p(z) at "
         f"T = {format_temperature(prior_temperature)})"
     )
+    return fig
+
+
+def plot_sample_grid(
+    model: nn.Module,
+    n: int = 64,
+    *,
+    title: str | None = None,
+    nrow: int | None = None,
+    seed: int = 0,
+    panel_height: float = 4.0,
+    **sample_options,
+) -> Figure:
+    r"""One grid of ``model.sample(n, **sample_options)``, for any model with a ``sample`` method.
+
+    Example:
+        >>> from pyro_vaeflow.models import TwoStageVAE
+        >>> vae = TwoStageVAE((1, 28, 28), 2, base_channels=2, fc_dim=8,
+        ...                   second_hidden_dims=(8,))
+        >>> plot_sample_grid(vae, n=4, title="Two-stage VAE").axes[0].get_title()
+        'Two-stage VAE'
+    """
+    check_int("n", n)
+    nrow = math.ceil(math.sqrt(n)) if nrow is None else nrow
+    check_int("nrow", nrow)
+    with sampling(model, seed):
+        grid = image_grid(model.sample(n, **sample_options), nrow)
+    fig = new_figure(panel_inches(grid, panel_height), panel_height + 0.4)
+    show_grid(fig.subplots(), grid, title or f"{n} samples of {type(model).__name__}")
     return fig
 
 
@@ -138,7 +173,7 @@ def plot_sharpening(
     temperature = check_temperature("temperature", temperature)
     prior_temperature = check_temperature("prior_temperature", prior_temperature)
     with sampling(vae, seed):
-        z = vae.prior(prior_temperature).expand([n]).sample()
+        z = vae.sample_latents(n, prior_temperature)
         mean = vae.decoder_mean(z)
         glow = torch.stack([vae.decode(z, temperature) for _ in range(samples_per_z)], dim=1)
     mean_grid = image_grid(mean, nrow=1)

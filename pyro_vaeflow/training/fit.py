@@ -100,7 +100,9 @@ def fit(
     Each step maximises the ELBO of a mini-batch (:math:`-\mathcal{L}`, reported in bits/dim).
     Phases (see :func:`~pyro_vaeflow.training.phase`): ``"vae"`` (encoder, decoder and prior,
     without the Glow layer), ``"glow"`` (only the Glow layer; all else stays bit-identical),
-    ``"prior"`` (only the prior, with early stopping on a validation split) and ``"joint"``.
+    ``"prior"`` (only the prior, with early stopping on a validation split), ``"joint"``,
+    ``"second"`` (a :class:`~pyro_vaeflow.models.TwoStageVAE`'s second stage) and ``"all"``
+    (every part: the single-phase models).
 
     Training runs in a fresh Pyro param-store scope, so parameters of other models registered
     under the same names cannot be optimised by mistake. A step with a non-finite loss or
@@ -112,9 +114,10 @@ def fit(
     ``resume=True`` continues exactly where a previous call stopped.
 
     Args:
-        vae: a :class:`~pyro_vaeflow.models.VAEFlow`.
+        vae: a model with ``model``/``guide`` methods, ``num_dims`` and ``config``, such as
+            :class:`~pyro_vaeflow.models.VAEFlow`.
         data: ``uint8`` pixels ``[N, C, H, W]``, floats in [0, 1], or a ``Dataset``.
-        phase: ``"vae"``, ``"glow"``, ``"prior"`` or ``"joint"``.
+        phase: a name in :data:`~pyro_vaeflow.training.PHASES`.
         epochs: the total number of epochs of this phase (including resumed ones).
         batch_size: images per step.
         lr: Adam's learning rate.
@@ -197,6 +200,7 @@ def fit(
                     "phase": phase,
                     "epoch": epoch,
                     "early_stopped": done,
+                    "architecture": getattr(vae, "architecture", "vaeflow"),
                     "config": vae.config,
                     "model": vae.state_dict(),
                     "optimizer": optim.get_state(),

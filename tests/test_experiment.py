@@ -1,0 +1,69 @@
+"""experiment.train/evaluate for every architecture: phase schedules, budgets and resumes."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from pyro_vaeflow.experiment import evaluate, make_figures, schedule, train
+from pyro_vaeflow.models import TwoStageVAE, VAEFlow, load_model
+from pyro_vaeflow.presets import get_preset, override
+from tests.helpers import TINY
+
+TINY_TWO_STAGE = {"latent_dim": 4, "base_channels": 4, "fc_dim": 16, "second_hidden_dims": (16,)}
+EVALUATION = {"elbo_images": 8, "is_images": 2, "is_samples": 4}
+
+
+def tiny(name: str, model: dict, **fields):
+    options = {"train_images": 32, "batch_size": 16, "vae_epochs": 1, "glow_epochs": 1}
+    return override(get_preset(name), model=model, **{**options, **EVALUATION, **fields})
+
+
+@pytest.mark.parametrize(
+    ("name", "model", "fields", "expected"),
+    [
+        ("cpu", {"latent_dim": 4, **TINY}, {}, [("vae", 1), ("glow", 1)]),
+        ("cpu", {"latent_dim": 4, **TINY}, {"joint": True}, [("joint", 2)]),
+        ("cpu", {"latent_dim": 4, **TINY, "glow_depth": 0}, {}, [("vae", 1)]),
+        ("two-stage-cpu", TINY_TWO_STAGE, {}, [("vae", 1), ("second", 1)]),
+    ],
+)
+def test_schedule(name, model, fields, expected):
+    preset = tiny(name, model, **fields)
+    built = TwoStageVAE((1, 28, 28), **model) if name != "cpu" else VAEFlow((1, 28, 28), **model)
+    assert schedule(preset, built) == expected
+
+
+def test_a_two_stage_run_trains_both_stages_evaluates_and_draws(tmp_path):
+    preset = tiny("two-stage-cpu", TINY_TWO_STAGE)
+    _, history = train(preset, tmp_path, progress=False)
+    assert [row["phase"] for row in history] == ["vae", "second"]
+    loaded = load_model(tmp_path / "model.pt")
+    assert isinstance(loaded, TwoStageVAE)
+    metrics = evaluate(loaded, preset, tmp_path, fid=False, progress=False)
+    assert 0 < metrics["test_elbo_bpd"] < 16
+    assert metrics["test_is_bpd"] < metrics["test_elbo_bpd"] + 0.5
+    assert "test_elbo_bpd_without_glow" not in metrics
+    assert json.loads((tmp_path / "metrics.json").read_text())["test_is_samples"] == 4
+    figures = make_figures(loaded, history, tmp_path)
+    assert sorted(path.stem for path in figures) == ["interpolation", "samples", "training_curves"]
+
+
+def test_a_joint_run_trains_one_phase(tmp_path):
+    preset = tiny("cpu", {"latent_dim": 4, **TINY}, joint=True)
+    _, history = train(preset, tmp_path, progress=False)
+    assert [row["phase"] for row in history] == ["joint", "joint"]
+    assert (tmp_path / "joint.ckpt").exists()
+    assert not (tmp_path / "vae.ckpt").exists()
+
+
+def test_the_time_budget_counts_epochs_across_resumes(tmp_path):
+    preset = tiny("cpu", {"latent_dim": 4, **TINY})
+    _, history = train(preset, tmp_path, progress=False)
+    spent = sum(row["seconds"] for row in history)
+    longer = override(preset, vae_epochs=3, glow_epochs=3, time_budget=spent / 2)
+    _, resumed = train(longer, tmp_path, resume=True, progress=False)
+    assert resumed == history  # the budget was already spent: no epoch more
+    _, extended = train(override(longer, time_budget=1e9), tmp_path, resume=True, progress=False)
+    assert [row["phase"] for row in extended] == ["vae", "glow", "glow", "glow"]
