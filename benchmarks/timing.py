@@ -1,17 +1,28 @@
-"""Shared by the benchmark scripts: the machine line, the load, interleaved timing."""
+"""Shared by the benchmark scripts: the machine line, the load, interleaved timing, FLOPs, data."""
 
 from __future__ import annotations
 
 import math
 import os
 import platform
+import statistics
 import time
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Sequence
 
 import pyro
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
-__all__ = ["load_average", "machine", "measure"]
+from pyro_vaeflow.data import dequantize, load_images
+
+__all__ = [
+    "count_flops",
+    "fashion_mnist",
+    "load_average",
+    "machine",
+    "measure",
+    "median_ratio",
+]
 
 
 def machine() -> str:
@@ -70,3 +81,25 @@ def measure(
                 fn()
             times[name].append((time.perf_counter() - start) / number)
     return times
+
+
+def median_ratio(numerators: Sequence[float], denominators: Sequence[float]) -> float:
+    """The median over the repeats of the ratio of two calls timed side by side in each repeat."""
+    return statistics.median(a / b for a, b in zip(numerators, denominators, strict=True))
+
+
+def count_flops(fn: Callable[[], object]) -> int:
+    """The floating-point operations of one call of ``fn``, by ``torch.utils.flop_counter``.
+
+    The counter knows the matrix products and convolutions (2·M·N·K for a product, and the
+    convolution's equivalent, forward and backward); element-wise work is not counted.
+    """
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return counter.get_total_flops()
+
+
+def fashion_mnist(count: int, split: str = "train", seed: int = 0) -> torch.Tensor:
+    """The first ``count`` Fashion-MNIST images of ``split``, dequantised to [0, 1) (seeded)."""
+    pixels = load_images("fashion-mnist", split)[:count]
+    return dequantize(pixels, generator=torch.Generator().manual_seed(seed))

@@ -19,7 +19,16 @@ def load_script(name: str) -> ModuleType:
     return module
 
 
-@pytest.mark.parametrize("name", ["bench_conv1x1", "bench_glow_step"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "bench_conv1x1",
+        "bench_glow_step",
+        "bench_pyro_overhead",
+        "bench_peak",
+        "bench_importance",
+    ],
+)
 def test_benchmark_runs_quick(name, capsys, monkeypatch):
     monkeypatch.syspath_prepend(str(BENCHMARKS))  # the scripts import their shared `timing`
     script = load_script(name)

@@ -1,0 +1,113 @@
+r"""The cost of importance sampling: :math:`\log \hat p(x)` with K samples against K ELBOs.
+
+The model is a ``VAEFlow((1, 28, 28), **PRESETS["cpu"].model)`` as built, untrained (its Glow
+layer is the identity; the cost of a forward pass does not depend on the weights), on the first
+``--images`` Fashion-MNIST test images, dequantised. For each :math:`K`:
+
+- importance sampling: ``log_likelihood(vae.model, vae.guide, x, num_samples=K,
+  chunk_size=C)``, the :math:`K` samples drawn ``C`` at a time, each chunk one vectorised trace
+  of the guide and the model under a particle plate (``C`` = 100, as the experiment's
+  evaluation uses, and 250; a chunk size of at least :math:`K` draws all at once);
+- :math:`K` ELBOs: a loop of :math:`K` calls of ``elbo(vae.model, vae.guide, x)``, one particle
+  each (each call also traces the model once to find the data plate, as any call does).
+
+Both run under ``torch.no_grad()``. The times are per image (a call's time over the number of
+images); the ratio is the median over repeats of the loop's time over importance sampling's.
+
+Run ``python benchmarks/bench_importance.py`` (``--quick`` for a smoke test).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+from collections.abc import Callable
+
+import torch
+
+from pyro_vaeflow.infer import elbo, log_likelihood
+from pyro_vaeflow.models import VAEFlow
+from pyro_vaeflow.presets import PRESETS
+
+from timing import fashion_mnist, load_average, machine, measure, median_ratio
+
+
+def importance(vae: VAEFlow, x: torch.Tensor, k: int, chunk: int) -> Callable[[], None]:
+    """One importance-sampled estimate of every image's log-likelihood, K samples."""
+
+    def run() -> None:
+        with torch.no_grad():
+            log_likelihood(vae.model, vae.guide, x, num_samples=k, chunk_size=chunk, progress=False)
+
+    return run
+
+
+def elbo_loop(vae: VAEFlow, x: torch.Tensor, k: int) -> Callable[[], None]:
+    """K one-particle ELBOs of every image, one call each."""
+
+    def run() -> None:
+        with torch.no_grad():
+            for _ in range(k):
+                elbo(vae.model, vae.guide, x)
+
+    return run
+
+
+def main(args: argparse.Namespace) -> None:
+    """Print the machine, then the cost of each K (and chunk size) per image, as Markdown."""
+    if args.quick:
+        args.ks, args.chunk_sizes, args.images = [4, 10], [5], 2
+        args.repeats, args.min_time, args.warmup = 1, 0.0, 0
+    torch.manual_seed(args.seed)
+    print(f"Machine: {machine()}")
+    print(f"Load average (1 min) at the start: {load_average()}")
+    vae = VAEFlow((1, 28, 28), **PRESETS["cpu"].model)
+    x = fashion_mnist(args.images, "test", args.seed)
+    print(
+        f"VAEFlow((1, 28, 28), **PRESETS['cpu'].model), untrained; {args.images} Fashion-MNIST "
+        f"test images; median of {args.repeats} interleaved repeats.\n",
+        flush=True,
+    )
+    calls: dict[tuple[str, int, int], Callable[[], None]] = {}
+    for k in args.ks:
+        for chunk in sorted({min(c, k) for c in args.chunk_sizes}):
+            calls["is", k, chunk] = importance(vae, x, k, chunk)
+        calls["elbo", k, 0] = elbo_loop(vae, x, k)
+    times = measure(calls, args.repeats, args.min_time, args.warmup)
+    print("### Importance sampling against K ELBO evaluations, per image\n")
+    print("| K | chunk size | importance sampling (s/image) | K × ELBO (s/image) | ratio |")
+    print("|---:|---:|---:|---:|---:|")
+    for kind, k, chunk in calls:
+        if kind != "is":
+            continue
+        loop = times["elbo", k, 0]
+        ratio = median_ratio(loop, times[kind, k, chunk])
+        print(
+            f"| {k:,} | {chunk:,} | {statistics.median(times[kind, k, chunk]) / len(x):.4f} "
+            f"| {statistics.median(loop) / len(x):.4f} | {ratio:.1f}x |"
+        )
+    print(f"\nLoad average (1 min) at the end: {load_average()}")
+
+
+def parser() -> argparse.ArgumentParser:
+    """The command-line options of :func:`main`."""
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--ks", nargs="+", type=int, default=[100, 1000], help="importance samples")
+    p.add_argument(
+        "--chunk-sizes",
+        nargs="+",
+        type=int,
+        default=[100, 250],
+        help="samples per trace (experiment.py uses 100)",
+    )
+    p.add_argument("--images", type=int, default=25, help="test images")
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--warmup", type=int, default=0, help="untimed calls before timing")
+    p.add_argument("--min-time", type=float, default=0.0, help="seconds per timed block")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quick", action="store_true", help="tiny K, 2 images (smoke test)")
+    return p
+
+
+if __name__ == "__main__":
+    main(parser().parse_args())
