@@ -109,7 +109,7 @@ class TwoStageVAE(VAEFlow):
         second_hidden_dims: Sequence[int] = (1024, 1024, 1024),
         **kwargs,
     ) -> None:
-        for fixed in ("prior", "glow_depth"):
+        for fixed in ("prior", "prior_layers", "prior_hidden_dims", "glow_depth"):
             if fixed in kwargs:
                 raise ValueError(f"a TwoStageVAE has no {fixed!r} option")
         super().__init__(
@@ -120,10 +120,10 @@ class TwoStageVAE(VAEFlow):
             glow_depth=0,
             **kwargs,
         )
-        for fixed in ("prior", "glow_depth", "glow_hidden_channels", "glow_coupling"):
-            self.config.pop(fixed)
-        self.config.pop("glow_squeeze")
-        self.config.pop("glow_checkpoint", None)
+        for unused in ("prior", "prior_layers", "prior_hidden_dims", "glow_depth"):
+            self.config.pop(unused)
+        for unused in ("glow_hidden_channels", "glow_coupling", "glow_squeeze", "glow_checkpoint"):
+            self.config.pop(unused)
         self.config["second_hidden_dims"] = tuple(second_hidden_dims)
         self.second_stage = SecondStageVAE(
             self.latent_dim, second_hidden_dims, min_scale=self.config["min_scale"]

@@ -1,0 +1,200 @@
+r"""The trained runs behind Tables 1–3: every model in one harness, resumable, evaluated alike.
+
+Each run is a :class:`~pyro_vaeflow.presets.Preset` trained by
+:func:`pyro_vaeflow.experiment.train` into ``<root>/<name>`` with ``resume=True`` and evaluated
+by :func:`pyro_vaeflow.experiment.evaluate`; its metrics are cached in ``metrics.json``. A run
+stopped at any point continues where it stopped when its table's command is run again (the time
+budget counts the epochs already trained), and a finished run is only read back.
+
+Every run gets the same wall-clock budget (``--budget`` minutes of training epochs; the phases
+of a two-phase model share it by their epochs, 60 % and 40 %, as the ``cpu`` preset's 6 and 4
+epochs do) and the same evaluation. ``--jobs 2`` trains the runs of a table two at a time, each
+in its own process with ``2 / jobs`` torch threads, so that the runs compared side by side share
+the machine's load.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import torch
+
+from pyro_vaeflow.experiment import evaluate, train
+from pyro_vaeflow.models import load_model
+from pyro_vaeflow.presets import Preset, get_preset, override
+
+from timing import load_average, machine
+
+__all__ = [
+    "RUNS",
+    "add_arguments",
+    "bench_preset",
+    "ensure_runs",
+    "header",
+    "metrics_of",
+    "model_of",
+    "run_one",
+]
+
+#: The two-phase split of the budget: the cpu preset's 6 and 4 epochs, scaled up so that the
+#: budget, not the epochs, ends each phase.
+_EPOCHS = {"vae_epochs": 60, "glow_epochs": 40}
+
+
+RUNS: dict[str, Callable[[argparse.Namespace], Preset]] = {
+    "vaeflow": lambda args: _preset(args, "vaeflow", "cpu"),
+    "vaeflow-isotropic": lambda args: _preset(
+        args, "vaeflow-isotropic", "cpu", model={"decoder_variance": "isotropic"}
+    ),
+    "vaeflow-joint": lambda args: _preset(args, "vaeflow-joint", "cpu", joint=True),
+    "glow": lambda args: _preset(
+        args, "glow", "glow-cpu", vae_epochs=100, glow_epochs=0, is_samples=1
+    ),
+    "two-stage": lambda args: _preset(args, "two-stage", "two-stage-cpu"),
+}
+"""Run name → its preset, given the command line (budget and evaluation sizes)."""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options every table shares."""
+    parser.add_argument("--root", type=Path, default=Path("runs/benchmarks"), help="run folder")
+    parser.add_argument("--budget", type=float, default=8.0, help="training minutes per run")
+    parser.add_argument("--fid-samples", type=int, default=1000, help="samples and test images")
+    parser.add_argument("--elbo-images", type=int, default=10000, help="test images, ELBO")
+    parser.add_argument("--is-images", type=int, default=100, help="test images, IS")
+    parser.add_argument("--is-samples", type=int, default=1000, help="importance samples K")
+    parser.add_argument("--train-images", type=int, help="use the first N training images")
+    parser.add_argument("--jobs", type=int, default=1, help="runs trained at once")
+    parser.add_argument("--threads", type=int, help="torch threads (default: all / jobs)")
+    parser.add_argument("--only", help="train and evaluate this run only (used by --jobs)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("--quick", action="store_true", help="a seconds-long smoke run")
+
+
+_QUICK_SIZES = {
+    "vaeflow": {
+        "latent_dim": 4,
+        "base_channels": 4,
+        "fc_dim": 16,
+        "prior_layers": 2,
+        "prior_hidden_dims": (16, 16),
+        "glow_depth": 1,
+        "glow_hidden_channels": 8,
+    },
+    "two-stage": {"latent_dim": 4, "base_channels": 4, "fc_dim": 16, "second_hidden_dims": (16,)},
+    "glow": {"levels": 2, "depth": 1, "hidden_channels": 8},
+}
+
+
+def _preset(args: argparse.Namespace, name: str, base: str, model: dict | None = None, **fields):
+    preset = get_preset(base)
+    sizes = {
+        "fid_samples": args.fid_samples,
+        "elbo_images": args.elbo_images,
+        "is_images": args.is_images,
+        "is_samples": args.is_samples,
+        "train_images": args.train_images,
+        "time_budget": args.budget * 60,
+        **_EPOCHS,
+    }
+    model = {**preset.model, **(model or {})}
+    fields = {**sizes, **fields}
+    if args.quick:
+        fields.update(fid_samples=8, elbo_images=8, is_images=2, train_images=64)
+        fields.update(vae_epochs=1, glow_epochs=1, batch_size=32, warmup_steps=2)
+        fields["is_samples"] = min(fields["is_samples"], 4)
+        model.update(_QUICK_SIZES[preset.architecture])
+    return override(preset, name=name, model=model, **fields)
+
+
+def bench_preset(args: argparse.Namespace, name: str) -> Preset:
+    """The preset of run ``name`` under this command line."""
+    return RUNS[name](args)
+
+
+def _fresh(run_dir: Path) -> bool:
+    """Whether ``metrics.json`` was written after the run's last ``model.pt``."""
+    metrics, model = run_dir / "metrics.json", run_dir / "model.pt"
+    return metrics.exists() and model.exists() and metrics.stat().st_mtime >= model.stat().st_mtime
+
+
+def run_one(args: argparse.Namespace, name: str) -> dict:
+    """Train run ``name`` (resuming it) unless it is finished, then evaluate it unless cached."""
+    preset, run_dir = bench_preset(args, name), args.root / name
+    if not _fresh(run_dir):
+        started = time.perf_counter()
+        model, history = train(preset, run_dir, resume=True, progress=not args.quiet)
+        metrics = evaluate(model, preset, run_dir, progress=not args.quiet)
+        metrics["train_seconds"] = sum(row["seconds"] for row in history)
+        metrics["epochs"] = {row["phase"]: row["epoch"] for row in history}
+        metrics["parameters"] = sum(p.numel() for p in model.parameters())
+        metrics["run_seconds"] = time.perf_counter() - started
+        (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    return json.loads((run_dir / "metrics.json").read_text())
+
+
+def ensure_runs(args: argparse.Namespace, names: Sequence[str]) -> dict[str, dict]:
+    """The metrics of every run in ``names``, training the missing ones (``--jobs`` at once)."""
+    torch.set_num_threads(args.threads or max(1, (os.cpu_count() or 1) // max(args.jobs, 1)))
+    if args.only:
+        return {args.only: run_one(args, args.only)}
+    missing = [name for name in names if not _fresh(args.root / name)]
+    if args.jobs > 1 and len(missing) > 1:
+        _in_parallel(args, missing)
+    return {name: run_one(args, name) for name in names}
+
+
+def _in_parallel(args: argparse.Namespace, names: Sequence[str]) -> None:
+    """Train ``names`` ``args.jobs`` at a time, each in a subprocess of this very script."""
+    threads = args.threads or max(1, (os.cpu_count() or 1) // args.jobs)
+    argv = [a for a in sys.argv[1:] if a not in ("--jobs", str(args.jobs))]
+    for start in range(0, len(names), args.jobs):
+        group = names[start : start + args.jobs]
+        processes = []
+        for name in group:
+            (args.root / name).mkdir(parents=True, exist_ok=True)
+            log = open(args.root / name / "log.txt", "a")  # noqa: SIM115 (closed below)
+            command = [sys.executable, sys.argv[0], *argv, "--only", name]
+            command += ["--threads", str(threads)]
+            processes.append((name, subprocess.Popen(command, stdout=log, stderr=log), log))
+        for name, process, log in processes:
+            process.wait()
+            log.close()
+            if process.returncode:
+                raise RuntimeError(f"run {name} failed: see {args.root / name / 'log.txt'}")
+
+
+def model_of(args: argparse.Namespace, name: str) -> torch.nn.Module:
+    """The trained model of run ``name``."""
+    return load_model(args.root / name / "model.pt")
+
+
+def metrics_of(args: argparse.Namespace, name: str) -> dict:
+    """The cached metrics of run ``name``."""
+    return json.loads((args.root / name / "metrics.json").read_text())
+
+
+def header(args: argparse.Namespace, command: str) -> str:
+    """The lines every table starts with: command, machine, load, budget, samples."""
+    sizes = (
+        f"Budget: {args.budget:g} training minutes per run; FID on {args.fid_samples} samples "
+        f"against as many test images; test ELBO on {args.elbo_images} test images; importance "
+        f"sampling with K={args.is_samples} on {args.is_images} test images."
+    )
+    if args.quick:
+        sizes = "A --quick smoke run: tiny models and data, the numbers mean nothing."
+    return "\n".join(
+        [
+            f"Command: `{command}`",
+            f"Machine: {machine()}",
+            f"Load average (1 min) at the start: {load_average()}",
+            sizes,
+        ]
+    )

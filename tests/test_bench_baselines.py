@@ -1,0 +1,55 @@
+"""The baseline tables (benchmarks 1–3) run end to end with ``--quick`` and resume."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.test_benchmarks import BENCHMARKS, load_script
+
+
+def run(name, root, capsys, monkeypatch, *extra):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    script = load_script(name)
+    script.main(script.parser().parse_args(["--quick", "--quiet", "--root", str(root), *extra]))
+    return capsys.readouterr().out
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("name", "runs"),
+    [
+        ("bench_vs_glow", ["vaeflow", "glow"]),
+        ("bench_prior", ["two-stage", "flow-prior"]),
+        ("bench_ablations", ["vaeflow", "vaeflow-isotropic", "vaeflow-joint"]),
+    ],
+)
+def test_table_runs_quick_and_a_second_call_only_reads_back(
+    name, runs, tmp_path, capsys, monkeypatch
+):
+    first = run(name, tmp_path, capsys, monkeypatch)
+    assert first.startswith("Command: ")
+    assert first.count("|---") >= 1
+    stamps = {run_name: (tmp_path / run_name / "metrics.json").stat().st_mtime for run_name in runs}
+    second = run(name, tmp_path, capsys, monkeypatch)
+    assert stamps == {r: (tmp_path / r / "metrics.json").stat().st_mtime for r in runs}
+    table = [line for line in first.splitlines() if line.startswith("| ") and "s/epoch" not in line]
+    assert all(line in second for line in table if "Fashion-MNIST" not in line)
+
+
+def test_a_stopped_run_resumes_within_its_budget(tmp_path, capsys, monkeypatch):
+    """A run interrupted after its first phase continues with phase 2 only."""
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    baselines = load_script("baselines")
+    script = load_script("bench_vs_glow")
+    args = script.parser().parse_args(["--quick", "--quiet", "--root", str(tmp_path)])
+    preset = baselines.bench_preset(args, "vaeflow")
+    from pyro_vaeflow.experiment import train
+    from pyro_vaeflow.presets import override
+
+    train(override(preset, glow_epochs=0), tmp_path / "vaeflow", progress=False)
+    (tmp_path / "vaeflow" / "model.pt").unlink()  # stopped before the end
+    metrics = baselines.run_one(args, "vaeflow")
+    assert metrics["epochs"] == {"vae": 1, "glow": 1}
+    assert json.loads((tmp_path / "vaeflow" / "metrics.json").read_text()) == metrics
