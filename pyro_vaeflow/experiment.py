@@ -21,7 +21,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from pyro_vaeflow.checkpoint import load_checkpoint
-from pyro_vaeflow.data import dequantize, load_images, quantize
+from pyro_vaeflow.data import DynamicallyBinarized, binarize, dequantize, load_images, quantize
 from pyro_vaeflow.infer import bits_per_dim, elbo, log_likelihood
 from pyro_vaeflow.models import VAEFlow, build_model, sample_options
 from pyro_vaeflow.presets import Preset
@@ -38,6 +38,7 @@ _TRAINING_FIELDS = (
     "model",
     "architecture",
     "joint",
+    "binarize",
     "batch_size",
     "lr",
     "lr_halve_every",
@@ -123,7 +124,13 @@ def train(
     pixels = pixels[: preset.train_images]
     torch.manual_seed(seed)
     model = build_model(preset.architecture, preset.image_shape, **preset.model).to(device)
+    data = (
+        DynamicallyBinarized(pixels, torch.Generator().manual_seed(seed))
+        if preset.binarize
+        else pixels
+    )
     options = {
+        "n_bits": _n_bits(model),
         "batch_size": preset.batch_size,
         "lr": preset.lr,
         "lr_halve_every": preset.lr_halve_every,
@@ -151,9 +158,14 @@ def train(
             )
             left = max(preset.time_budget - _seconds(history), 0.0)
             budget = left * epochs / max(sum(e for _, e in phases[index:]), 1) - spent
-        history += fit(model, pixels, name, epochs, time_budget=budget, **options)
+        history += fit(model, data, name, epochs, time_budget=budget, **options)
     model.save(run_dir / "model.pt")
     return model, history
+
+
+def _n_bits(model: nn.Module) -> int:
+    """Bits per pixel of what ``model`` observes (1 for binary pixels; 8 by default)."""
+    return getattr(model, "n_bits", 8)
 
 
 def _seconds(history: list[dict]) -> float:
@@ -162,7 +174,10 @@ def _seconds(history: list[dict]) -> float:
 
 def _test_images(preset: Preset, data_dir, seed: int) -> torch.Tensor:
     pixels = load_images(preset.dataset, "test", data_dir)
-    return dequantize(pixels, generator=torch.Generator().manual_seed(seed))
+    generator = torch.Generator().manual_seed(seed)
+    return (
+        binarize(pixels, generator) if preset.binarize else dequantize(pixels, generator=generator)
+    )
 
 
 @contextmanager
@@ -208,7 +223,7 @@ def _importance(vae: nn.Module, images: torch.Tensor, samples: int, progress: bo
         log_px.append(result.log_px.cpu())
         ess.append(result.ess.cpu())
     return {
-        "test_is_bpd": float(bits_per_dim(torch.cat(log_px).mean(), vae.num_dims)),
+        "test_is_bpd": float(bits_per_dim(torch.cat(log_px).mean(), vae.num_dims, _n_bits(vae))),
         "test_is_images": len(images),
         "test_is_samples": samples,
         "test_is_mean_ess": float(torch.cat(ess).mean()),
@@ -301,7 +316,8 @@ def evaluate(
 
     The same code scores every architecture, through its Pyro ``model`` and ``guide``:
 
-    * ``test_elbo_bpd``: the test ELBO in bits/dim, :math:`8 - \mathrm{ELBO}/(D \ln 2)`, on
+    * ``test_elbo_bpd``: the test ELBO in bits/dim, :math:`n - \mathrm{ELBO}/(D \ln 2)` for
+      :math:`n`-bit pixels (8, or 1 for binarised ones), on
       ``elbo_images`` test images (all by default); for a ``VAEFlow`` with a Glow layer also
       ``test_elbo_bpd_without_glow``, the same bound with the Glow layer switched off (the
       phase-1 model, since phase 2 trains only the Glow layer);
@@ -326,7 +342,7 @@ def evaluate(
     if fid:
         options = {"weights": fid_weights, "cache_dir": fid_cache_dir, "progress": progress}
         metrics.update(fid_scores(model, preset, data_dir=data_dir, seed=seed, **options))
-    metrics["test_elbo_bpd"] = float(bits_per_dim(nats.mean(), model.num_dims))
+    metrics["test_elbo_bpd"] = float(bits_per_dim(nats.mean(), model.num_dims, _n_bits(model)))
     metrics["test_elbo_images"] = len(elbo_set)
     if isinstance(model, VAEFlow) and model.glow is not None:
         with _evaluating(model, glow_enabled=False):

@@ -21,6 +21,9 @@ class Preset:
             (``"vaeflow"``, the paper's model, by default).
         joint: train a ``VAEFlow`` in one ``"joint"`` phase of ``vae_epochs + glow_epochs``
             epochs instead of the paper's two phases (its ablation).
+        binarize: train on dynamically binarised images (fresh Bernoulli draws every epoch,
+            :class:`~pyro_vaeflow.data.DynamicallyBinarized`) and test on one fixed
+            binarisation, as VLAE's binary setting does.
         vae_epochs: epochs of phase 1 (VAE and prior; the only phase of a single-phase model
             such as the standalone Glow).
         glow_epochs: epochs of phase 2 (the Glow layer, or a two-stage VAE's second stage).
@@ -47,6 +50,7 @@ class Preset:
     model: dict = field(default_factory=dict)
     architecture: str = "vaeflow"
     joint: bool = False
+    binarize: bool = False
     vae_epochs: int = 10
     glow_epochs: int = 10
     batch_size: int = 128
@@ -157,6 +161,43 @@ PRESETS: dict[str, Preset] = {
             time_budget=14 * 60,
             is_samples=1,
             temperature=0.7,
+        ),
+        Preset(
+            "vlae-cpu",
+            "VLAE: a MADE-flow prior and a local-window PixelCNN decoder, 8-bit logistic pixels",
+            "fashion-mnist",
+            (1, 28, 28),
+            {"likelihood": "logistic", "window": 3},
+            architecture="vlae",
+            vae_epochs=10,
+            glow_epochs=0,
+            time_budget=14 * 60,
+            is_samples=100,
+        ),
+        Preset(
+            "vlae-binary-cpu",
+            "VLAE on dynamically binarised Fashion-MNIST (Bernoulli pixels), the paper's setting",
+            "fashion-mnist",
+            (1, 28, 28),
+            {"likelihood": "bernoulli", "window": 3},
+            architecture="vlae",
+            binarize=True,
+            vae_epochs=10,
+            glow_epochs=0,
+            time_budget=14 * 60,
+            is_samples=100,
+        ),
+        Preset(
+            "agave-cpu",
+            "AGAVE: an auxiliary factorised decoder guiding a conditional PixelCNN, 8-bit pixels",
+            "fashion-mnist",
+            (1, 28, 28),
+            {},
+            architecture="agave",
+            vae_epochs=10,
+            glow_epochs=0,
+            time_budget=14 * 60,
+            is_samples=100,
         ),
         Preset(
             "paper-cifar10",

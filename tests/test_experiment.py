@@ -67,3 +67,40 @@ def test_the_time_budget_counts_epochs_across_resumes(tmp_path):
     assert resumed == history  # the budget was already spent: no epoch more
     _, extended = train(override(longer, time_budget=1e9), tmp_path, resume=True, progress=False)
     assert [row["phase"] for row in extended] == ["vae", "glow", "glow", "glow"]
+
+
+TINY_MODELS = {
+    "glow-cpu": {"levels": 2, "depth": 1, "hidden_channels": 8},
+    "vlae-binary-cpu": {
+        "likelihood": "bernoulli",
+        "latent_dim": 4,
+        "base_channels": 4,
+        "fc_dim": 16,
+        "pixelcnn_channels": 8,
+        "cond_channels": 2,
+        "prior_hidden_dims": (8,),
+    },
+    "agave-cpu": {
+        "latent_dim": 4,
+        "base_channels": 4,
+        "fc_dim": 16,
+        "pixelcnn_channels": 8,
+        "pixelcnn_layers": 2,
+        "cond_channels": 4,
+    },
+}
+
+
+@pytest.mark.parametrize("name", sorted(TINY_MODELS))
+def test_single_phase_baselines_train_evaluate_and_draw(name, tmp_path):
+    preset = tiny(name, TINY_MODELS[name], elbo_images=2)  # IS and ELBO on the same images
+    _, history = train(preset, tmp_path, progress=False)
+    assert [row["phase"] for row in history] == ["all"]
+    model = load_model(tmp_path / "model.pt")
+    assert model.architecture == preset.architecture
+    metrics = evaluate(model, preset, fid=False, progress=False)
+    n_bits = 1 if preset.binarize else 8
+    assert 0 < metrics["test_elbo_bpd"] < 2 * n_bits
+    assert metrics["test_is_bpd"] <= metrics["test_elbo_bpd"] + 1e-4
+    figures = make_figures(model, history, tmp_path)
+    assert sorted(path.stem for path in figures) == ["samples", "training_curves"]

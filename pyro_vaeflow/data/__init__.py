@@ -4,6 +4,7 @@ Fashion-MNIST is embedded (the Debian package ``dataset-fashion-mnist``); MNIST,
 CelebA and image folders are read from torchvision's on-disk layouts in a folder you have.
 """
 
+from pyro_vaeflow.data.binarize import DynamicallyBinarized, binarize
 from pyro_vaeflow.data.dataset import ImageDataset
 from pyro_vaeflow.data.dequantization import dequantize, quantize
 from pyro_vaeflow.data.idx import read_idx
@@ -15,7 +16,9 @@ __all__ = [
     "DATASETS",
     "FASHION_MNIST_APT",
     "FASHION_MNIST_DIR",
+    "DynamicallyBinarized",
     "ImageDataset",
+    "binarize",
     "dequantize",
     "load_images",
     "load_labels",

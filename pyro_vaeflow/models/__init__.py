@@ -1,12 +1,16 @@
 """Models as Pyro model/guide pairs."""
 
+from pyro_vaeflow.models.agave import AGAVE
 from pyro_vaeflow.models.glow import Glow, MultiscaleGlowDistribution
 from pyro_vaeflow.models.registry import ARCHITECTURES, build_model, load_model, sample_options
 from pyro_vaeflow.models.two_stage import SecondStageVAE, TwoStageVAE
 from pyro_vaeflow.models.vaeflow import VAEFlow, default_architecture
+from pyro_vaeflow.models.vlae import VLAE
 
 __all__ = [
+    "AGAVE",
     "ARCHITECTURES",
+    "VLAE",
     "Glow",
     "MultiscaleGlowDistribution",
     "SecondStageVAE",

@@ -9,9 +9,11 @@ import torch
 from torch import nn
 
 from pyro_vaeflow.checkpoint import CheckpointError, load_checkpoint
+from pyro_vaeflow.models.agave import AGAVE
 from pyro_vaeflow.models.glow import Glow
 from pyro_vaeflow.models.two_stage import TwoStageVAE
 from pyro_vaeflow.models.vaeflow import VAEFlow
+from pyro_vaeflow.models.vlae import VLAE
 
 __all__ = ["ARCHITECTURES", "build_model", "load_model", "sample_options"]
 
@@ -19,6 +21,8 @@ ARCHITECTURES: dict[str, type[nn.Module]] = {
     "vaeflow": VAEFlow,
     "two-stage": TwoStageVAE,
     "glow": Glow,
+    "vlae": VLAE,
+    "agave": AGAVE,
 }
 """Architecture name → model class (the ``architecture`` of a :class:`~pyro_vaeflow.Preset`)."""
 

@@ -1,5 +1,6 @@
 """Networks: the encoder and decoder of the VAE."""
 
+from pyro_vaeflow.nets.pixelcnn import MaskedConv2d, PixelCNN
 from pyro_vaeflow.nets.resnet import ResidualBlock, ResNetDecoder, ResNetEncoder
 
-__all__ = ["ResNetDecoder", "ResNetEncoder", "ResidualBlock"]
+__all__ = ["MaskedConv2d", "PixelCNN", "ResNetDecoder", "ResNetEncoder", "ResidualBlock"]
