@@ -8,7 +8,9 @@ budget counts the epochs already trained), and a finished run is only read back.
 
 Every run gets the same wall-clock budget (``--budget`` minutes of training epochs; the phases
 of a two-phase model share it by their epochs, 60 % and 40 %, as the ``cpu`` preset's 6 and 4
-epochs do) and the same evaluation. ``--jobs 2`` trains the runs of a table two at a time, each
+epochs do) and the same evaluation. An epoch is the first ``--train-images`` training images
+(12 800 by default: 100 steps of 128), so that the budget, not an epoch boundary, ends each
+phase. ``--jobs 2`` trains the runs of a table two at a time, each
 in its own process with ``2 / jobs`` torch threads, so that the runs compared side by side share
 the machine's load.
 """
@@ -36,6 +38,7 @@ __all__ = [
     "RUNS",
     "add_arguments",
     "bench_preset",
+    "cell",
     "ensure_runs",
     "header",
     "metrics_of",
@@ -58,6 +61,8 @@ RUNS: dict[str, Callable[[argparse.Namespace], Preset]] = {
         args, "glow", "glow-cpu", vae_epochs=100, glow_epochs=0, is_samples=1
     ),
     "two-stage": lambda args: _preset(args, "two-stage", "two-stage-cpu"),
+    "vlae": lambda args: _preset(args, "vlae", "vlae-cpu", vae_epochs=100, glow_epochs=0),
+    "agave": lambda args: _preset(args, "agave", "agave-cpu", vae_epochs=100, glow_epochs=0),
 }
 """Run name → its preset, given the command line (budget and evaluation sizes)."""
 
@@ -69,8 +74,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fid-samples", type=int, default=1000, help="samples and test images")
     parser.add_argument("--elbo-images", type=int, default=10000, help="test images, ELBO")
     parser.add_argument("--is-images", type=int, default=100, help="test images, IS")
-    parser.add_argument("--is-samples", type=int, default=1000, help="importance samples K")
-    parser.add_argument("--train-images", type=int, help="use the first N training images")
+    parser.add_argument("--is-samples", type=int, default=200, help="importance samples K")
+    parser.add_argument(
+        "--train-images", type=int, default=12800, help="the first N training images"
+    )
     parser.add_argument("--jobs", type=int, default=1, help="runs trained at once")
     parser.add_argument("--threads", type=int, help="torch threads (default: all / jobs)")
     parser.add_argument("--only", help="train and evaluate this run only (used by --jobs)")
@@ -90,6 +97,22 @@ _QUICK_SIZES = {
     },
     "two-stage": {"latent_dim": 4, "base_channels": 4, "fc_dim": 16, "second_hidden_dims": (16,)},
     "glow": {"levels": 2, "depth": 1, "hidden_channels": 8},
+    "vlae": {
+        "latent_dim": 4,
+        "base_channels": 4,
+        "fc_dim": 16,
+        "pixelcnn_channels": 8,
+        "cond_channels": 2,
+        "prior_hidden_dims": (8,),
+    },
+    "agave": {
+        "latent_dim": 4,
+        "base_channels": 4,
+        "fc_dim": 16,
+        "pixelcnn_channels": 8,
+        "pixelcnn_layers": 2,
+        "cond_channels": 4,
+    },
 }
 
 
@@ -131,7 +154,7 @@ def run_one(args: argparse.Namespace, name: str) -> dict:
     if not _fresh(run_dir):
         started = time.perf_counter()
         model, history = train(preset, run_dir, resume=True, progress=not args.quiet)
-        metrics = evaluate(model, preset, run_dir, progress=not args.quiet)
+        metrics = evaluate(model, preset, run_dir, fid=not args.quick, progress=not args.quiet)
         metrics["train_seconds"] = sum(row["seconds"] for row in history)
         metrics["epochs"] = {row["phase"]: row["epoch"] for row in history}
         metrics["parameters"] = sum(p.numel() for p in model.parameters())
@@ -189,7 +212,7 @@ def header(args: argparse.Namespace, command: str) -> str:
         f"sampling with K={args.is_samples} on {args.is_images} test images."
     )
     if args.quick:
-        sizes = "A --quick smoke run: tiny models and data, the numbers mean nothing."
+        sizes = "A --quick smoke run: tiny models and data, no FID; the numbers mean nothing."
     return "\n".join(
         [
             f"Command: `{command}`",
@@ -198,3 +221,8 @@ def header(args: argparse.Namespace, command: str) -> str:
             sizes,
         ]
     )
+
+
+def cell(metrics: dict, key: str, form: str = "{:.3f}") -> str:
+    """``metrics[key]`` formatted, or a dash when it was not measured (FID in ``--quick``)."""
+    return form.format(metrics[key]) if metrics.get(key) is not None else "—"

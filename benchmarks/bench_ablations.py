@@ -22,7 +22,7 @@ import sys
 from pyro_vaeflow.experiment import fid_scores
 from pyro_vaeflow.presets import override
 
-from baselines import add_arguments, bench_preset, ensure_runs, header, model_of
+from baselines import add_arguments, bench_preset, cell, ensure_runs, header, model_of
 from timing import load_average
 
 RUNS = {
@@ -47,10 +47,6 @@ def temperature_sweep(args: argparse.Namespace) -> dict[str, dict]:
     return {f"{t:g}": sweep[f"{t:g}"] for t in args.temperatures}
 
 
-def _cell(metrics: dict, key: str, form: str = "{:.3f}") -> str:
-    return form.format(metrics[key]) if metrics.get(key) is not None else "—"
-
-
 def main(args: argparse.Namespace) -> None:
     """Train (or resume) the runs, then print the ablation tables."""
     command = "python benchmarks/bench_ablations.py " + " ".join(sys.argv[1:])
@@ -69,10 +65,12 @@ def main(args: argparse.Namespace) -> None:
         m = metrics[name]
         epochs = ", ".join(f"{phase} {n}" for phase, n in m["epochs"].items())
         print(
-            f"| {label} | {m['train_seconds'] / 60:.1f} | {epochs} | {_cell(m, 'test_elbo_bpd')} | "
-            f"{_cell(m, 'test_elbo_bpd_without_glow')} | {_cell(m, 'test_is_bpd')} | "
-            f"{_cell(m, 'fid', '{:.2f}')} | {_cell(m, 'fid_vae_mean', '{:.2f}')} |"
+            f"| {label} | {m['train_seconds'] / 60:.1f} | {epochs} | {cell(m, 'test_elbo_bpd')} | "
+            f"{cell(m, 'test_elbo_bpd_without_glow')} | {cell(m, 'test_is_bpd')} | "
+            f"{cell(m, 'fid', '{:.2f}')} | {cell(m, 'fid_vae_mean', '{:.2f}')} |"
         )
+    if args.quick:
+        return
     print()
     sweep = temperature_sweep(args)
     print("| Glow temperature T | " + " | ".join(sweep) + " |")

@@ -34,7 +34,7 @@ from pyro_vaeflow.models import VAEFlow
 from pyro_vaeflow.presets import PRESETS, override
 from pyro_vaeflow.training import fit
 
-from baselines import add_arguments, bench_preset, ensure_runs, header, model_of
+from baselines import add_arguments, bench_preset, cell, ensure_runs, header, model_of
 from timing import load_average
 
 PAPER = {"flow": 19.70, "second": 31.87}
@@ -53,7 +53,9 @@ def first_stage_only(args: argparse.Namespace) -> dict:
     def compute() -> dict:
         model = model_of(args, "two-stage")
         model.second_stage_enabled = False
-        return evaluate(model, bench_preset(args, "two-stage"), progress=not args.quiet)
+        return evaluate(
+            model, bench_preset(args, "two-stage"), fid=not args.quick, progress=not args.quiet
+        )
 
     return _cached(args.root / "two-stage" / "metrics-first-stage.json", compute)
 
@@ -93,7 +95,9 @@ def flow_prior_refit(args: argparse.Namespace, seconds: float) -> dict:
             progress=not args.quiet,
             time_budget=seconds - sum(row["seconds"] for row in done),
         )
-        metrics = evaluate(vae, override(preset, name="flow-prior"), progress=not args.quiet)
+        metrics = evaluate(
+            vae, override(preset, name="flow-prior"), fid=not args.quick, progress=not args.quiet
+        )
         metrics["train_seconds"] = sum(row["seconds"] for row in history)
         metrics["epochs"] = {"prior": len(history)}
         metrics["parameters"] = sum(p.numel() for p in vae.prior_flow.parameters())
@@ -127,14 +131,15 @@ def main(args: argparse.Namespace) -> None:
     for label, m, paper, seconds in rows:
         spent = "—" if seconds is None else f"{seconds:.0f}"
         print(
-            f"| {label} | {m['fid']:.2f} | {paper} | {m['test_elbo_bpd']:.3f} | "
+            f"| {label} | {cell(m, 'fid', '{:.2f}')} | {paper} | {m['test_elbo_bpd']:.3f} | "
             f"{m['test_is_bpd']:.3f} | {spent} |"
         )
     print(f"\nLoad average (1 min) at the end: {load_average()}")
 
 
 def _first_stage_seconds(args: argparse.Namespace) -> float:
-    rows = [json.loads(line) for line in (args.root / "two-stage" / "metrics.jsonl").open()]
+    lines = (args.root / "two-stage" / "metrics.jsonl").read_text().splitlines()
+    rows = [json.loads(line) for line in lines]
     latest = {(row["phase"], row["epoch"]): row["seconds"] for row in rows}
     return sum(seconds for (phase, _), seconds in latest.items() if phase == "vae")
 

@@ -31,7 +31,7 @@ from pyro_vaeflow.models import Glow, VAEFlow
 from pyro_vaeflow.presets import PRESETS
 from pyro_vaeflow.training import fit
 
-from baselines import add_arguments, ensure_runs, header
+from baselines import add_arguments, cell, ensure_runs, header
 from timing import load_average, measure
 
 EPOCH_IMAGES = 60000
@@ -102,10 +102,6 @@ def _row(label, vae, glow, pixels, batch, args, repeats=None) -> str:
     )
 
 
-def _bpd(metrics: dict, key: str) -> str:
-    return f"{metrics[key]:.3f}" if metrics.get(key) is not None else "—"
-
-
 def main(args: argparse.Namespace) -> None:
     """Print the time-per-epoch table and the equal-budget table."""
     if args.quick:
@@ -131,8 +127,8 @@ def main(args: argparse.Namespace) -> None:
         m = metrics[name]
         epochs = ", ".join(f"{phase} {n}" for phase, n in m["epochs"].items())
         print(
-            f"| {label} | {m['train_seconds'] / 60:.1f} | {epochs} | {_bpd(m, 'test_elbo_bpd')} | "
-            f"{_bpd(m, 'test_is_bpd')} | {m['fid']:.2f} |"
+            f"| {label} | {m['train_seconds'] / 60:.1f} | {epochs} | {cell(m, 'test_elbo_bpd')} | "
+            f"{cell(m, 'test_is_bpd')} | {cell(m, 'fid', '{:.2f}')} |"
         )
     print(f"\nLoad average (1 min) at the end: {load_average()}")
 

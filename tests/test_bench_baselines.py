@@ -1,4 +1,4 @@
-"""The baseline tables (benchmarks 1–3) run end to end with ``--quick`` and resume."""
+"""The tables of trained baselines run end to end with ``--quick`` and resume."""
 
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ def run(name, root, capsys, monkeypatch, *extra):
         ("bench_vs_glow", ["vaeflow", "glow"]),
         ("bench_prior", ["two-stage", "flow-prior"]),
         ("bench_ablations", ["vaeflow", "vaeflow-isotropic", "vaeflow-joint"]),
+        ("bench_autoregressive", ["vaeflow", "vlae", "agave"]),
     ],
 )
 def test_table_runs_quick_and_a_second_call_only_reads_back(
