@@ -58,3 +58,17 @@ def test_resume_with_another_configuration_is_refused(run_dir, capsys):
 def test_a_missing_run_directory_is_a_clear_error(tmp_path, capsys):
     assert main(["evaluate", "--run-dir", str(tmp_path / "nothing"), "--no-fid"]) == 2
     assert "config.json not found" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("preset", ["two-stage-cpu", "glow-cpu", "vlae-binary-cpu"])
+def test_baseline_presets_train_evaluate_and_sample(preset, tmp_path, capsys):
+    run = ["--run-dir", str(tmp_path), "--quiet"]
+    tiny = ["--train-images", "32", "--vae-epochs", "1", "--glow-epochs", "1"]
+    assert main(["train", "--preset", preset, *run, *tiny]) == 0
+    assert main(["evaluate", *run, *TINY_EVAL]) == 0
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert 0 < metrics["test_elbo_bpd"] < (2 if preset == "vlae-binary-cpu" else 16)
+    assert (tmp_path / "figures" / "samples.png").stat().st_size > 1000
+    out = tmp_path / "grid.png"
+    assert main(["sample", "--run-dir", str(tmp_path), "--n", "4", "--out", str(out)]) == 0
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
