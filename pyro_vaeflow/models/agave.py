@@ -47,7 +47,7 @@ class AGAVE(_AutoregressiveVAE):
     with :math:`q(z \mid x)` a diagonal Gaussian. The auxiliary image :math:`y` is a
     deterministic function of :math:`x`: the image itself (the default), or a reduced version
     with ``aux_levels`` colour levels (fewer than :math:`2^n`) and/or a resolution lower by
-    ``aux_downsample`` (the mean over ``aux_downsample``² blocks, then requantised). The VAE
+    ``aux_downsample`` (the mean over square blocks of that side, then requantised). The VAE
     decoder outputs the means :math:`\hat y` of one discretised logistic per pixel and colour,
     with one learned scale per colour (the paper's); :math:`\hat y` (upsampled if needed)
     conditions the :class:`~pyro_vaeflow.nets.PixelCNN`, through a small convolutional network
@@ -221,7 +221,8 @@ class AGAVE(_AutoregressiveVAE):
 
     def aux_target(self, x: Tensor) -> Tensor:
         r"""The auxiliary image :math:`y`, as levels :math:`0, \dots, L - 1` (``aux_levels``):
-        the level centres of ``x``, averaged over blocks of ``aux_downsample``², requantised."""
+        the level centres of ``x``, averaged over blocks of ``aux_downsample`` squared pixels,
+        requantised."""
         centres = (self.levels(x) + 0.5) / self.num_levels
         if self.aux_downsample > 1:
             centres = F.avg_pool2d(centres, self.aux_downsample)
