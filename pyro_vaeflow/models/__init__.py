@@ -1,6 +1,7 @@
 """Models as Pyro model/guide pairs."""
 
 from pyro_vaeflow.models.agave import AGAVE
+from pyro_vaeflow.models.base import ImageModel
 from pyro_vaeflow.models.glow import Glow, MultiscaleGlowDistribution
 from pyro_vaeflow.models.registry import ARCHITECTURES, build_model, load_model, sample_options
 from pyro_vaeflow.models.two_stage import SecondStageVAE, TwoStageVAE
@@ -12,6 +13,7 @@ __all__ = [
     "ARCHITECTURES",
     "VLAE",
     "Glow",
+    "ImageModel",
     "MultiscaleGlowDistribution",
     "SecondStageVAE",
     "TwoStageVAE",

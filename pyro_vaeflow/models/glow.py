@@ -3,9 +3,7 @@ r"""Glow (Kingma & Dhariwal, 2018) as a standalone multi-scale model: the flow b
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Sequence
-from pathlib import Path
 from typing import ClassVar
 
 import pyro
@@ -14,8 +12,7 @@ from pyro.distributions import TorchDistribution
 from torch import Tensor, nn
 from torch.distributions import constraints
 
-from pyro_vaeflow.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from pyro_vaeflow.models._checks import check_images
+from pyro_vaeflow.models.base import ImageModel
 from pyro_vaeflow.transforms import Squeeze2d, glow
 
 __all__ = ["Glow", "MultiscaleGlowDistribution"]
@@ -100,7 +97,7 @@ class _Level(nn.Module):
         self.prior = prior
 
 
-class Glow(nn.Module):
+class Glow(ImageModel):
     r"""Glow's multi-scale flow (Kingma & Dhariwal, 2018) as a Pyro model, the flow baseline.
 
     Read data → latent, with :math:`h_0 = x - \tfrac12` for images :math:`x \in [0, 1]^{C
@@ -358,51 +355,6 @@ class Glow(nn.Module):
         if isinstance(n, bool) or not isinstance(n, int) or n < 0:
             raise ValueError(f"n must be an integer >= 0, got {n!r}")
         return self.distribution(temperature).sample(torch.Size([n]))
-
-    def check_images(self, x: Tensor) -> None:
-        """Raise a ``ValueError`` naming the problem unless ``x`` is ``N×C×H×W`` in [0, 1]."""
-        check_images(x, self.image_shape)
-
-    @property
-    def num_dims(self) -> int:
-        """The number of pixels times channels, :math:`D = CHW`."""
-        return math.prod(self.image_shape)
-
-    # -- persistence -----------------------------------------------------------------------------
-
-    def save(self, path: str | os.PathLike) -> Path:
-        """Save the configuration and weights atomically, readable with ``weights_only=True``."""
-        payload = {
-            "kind": "model",
-            "architecture": self.architecture,
-            "config": self.config,
-            "model": self.state_dict(),
-        }
-        return save_checkpoint(payload, path)
-
-    @classmethod
-    def load(cls, path: str | os.PathLike, map_location: str | torch.device = "cpu") -> Glow:
-        """Load a model written by :meth:`save` (or a training checkpoint of :func:`fit`).
-
-        Corrupt, unsafe or foreign files, and files of other models, raise
-        :class:`~pyro_vaeflow.checkpoint.CheckpointError`.
-        """
-        payload = load_checkpoint(path)
-        if "config" not in payload or "model" not in payload:
-            raise CheckpointError(f"{path} holds no model (kind {payload['kind']!r})")
-        architecture = payload.get("architecture")
-        if architecture != cls.architecture:
-            raise CheckpointError(
-                f"{path} holds a {architecture or 'vaeflow'!r} model, not a {cls.__name__}; load "
-                "it with pyro_vaeflow.models.load_model"
-            )
-        config = dict(payload["config"])
-        model = cls(config.pop("image_shape"), **config)
-        try:
-            model.load_state_dict(payload["model"])
-        except RuntimeError as error:
-            raise CheckpointError(f"{path}: the weights do not fit the model ({error})") from None
-        return model.to(map_location)
 
 
 class MultiscaleGlowDistribution(TorchDistribution):

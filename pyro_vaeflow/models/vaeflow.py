@@ -2,18 +2,15 @@ r"""The VAE with a normalizing-flow (Glow) decoder and a flow prior, as Pyro mod
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
-from pathlib import Path
 
 import pyro
 import pyro.distributions as dist
 import torch
 from torch import Tensor, nn
 
-from pyro_vaeflow.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from pyro_vaeflow.distributions import FlowDecoder, FlowPrior
-from pyro_vaeflow.models._checks import check_images
+from pyro_vaeflow.models.base import ImageModel
 from pyro_vaeflow.nets import ResNetDecoder, ResNetEncoder
 from pyro_vaeflow.transforms import glow, realnvp
 
@@ -64,7 +61,7 @@ class _DecoderScale(nn.Module):
         return self.fixed.expand_as(like)
 
 
-class VAEFlow(nn.Module):
+class VAEFlow(ImageModel):
     r"""A VAE whose Gaussian decoder is pushed through an additive Glow flow (the paper's model).
 
     .. math::
@@ -301,58 +298,8 @@ class VAEFlow(nn.Module):
         """Decode the posterior mean of each image (at temperature 0: the Glow map of the mean)."""
         return self.decode(self.encode(x)[0], temperature)
 
-    # -- persistence -----------------------------------------------------------------------------
-
-    def save(self, path: str | os.PathLike) -> Path:
-        """Save the configuration and weights atomically, readable with ``weights_only=True``.
-
-        A model built with a custom ``encoder``/``decoder`` must be rebuilt by hand and given
-        the weights with ``load_state_dict``; :meth:`load` rebuilds the default networks.
-        """
-        payload = {
-            "kind": "model",
-            "architecture": self.architecture,
-            "config": self.config,
-            "model": self.state_dict(),
-        }
-        return save_checkpoint(payload, path)
-
-    @classmethod
-    def load(cls, path: str | os.PathLike, map_location: str | torch.device = "cpu") -> VAEFlow:
-        """Load a model written by :meth:`save` (or a training checkpoint of :func:`fit`).
-
-        Files holding arbitrary Python objects are refused before any of their code runs;
-        corrupt or foreign files raise :class:`~pyro_vaeflow.checkpoint.CheckpointError`.
-        """
-        payload = load_checkpoint(path)
-        if "config" not in payload or "model" not in payload:
-            raise CheckpointError(f"{path} holds no model (kind {payload['kind']!r})")
-        architecture = payload.get("architecture", cls.architecture)
-        if architecture != cls.architecture:
-            raise CheckpointError(
-                f"{path} holds a {architecture!r} model, not a {cls.__name__}; load it with "
-                "pyro_vaeflow.models.load_model"
-            )
-        config = dict(payload["config"])
-        vae = cls(config.pop("image_shape"), **config)
-        try:
-            vae.load_state_dict(payload["model"])
-        except RuntimeError as error:
-            raise CheckpointError(f"{path}: the weights do not fit the model ({error})") from None
-        return vae.to(map_location)
-
-    # -- checks and helpers ----------------------------------------------------------------------
-
-    def check_images(self, x: Tensor) -> None:
-        """Raise a ``ValueError`` naming the problem unless ``x`` is ``N×C×H×W`` in [0, 1]."""
-        check_images(x, self.image_shape)
+    # -- helpers ---------------------------------------------------------------------------------
 
     def _zeros(self, *shape: int) -> Tensor:
         reference = next(self.decoder.parameters())
         return torch.zeros(*shape, dtype=reference.dtype, device=reference.device)
-
-    @property
-    def num_dims(self) -> int:
-        """The number of pixels times channels, :math:`D = CHW`."""
-        channels, height, width = self.image_shape
-        return channels * height * width

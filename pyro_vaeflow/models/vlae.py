@@ -4,10 +4,8 @@ PixelCNN decoder with a small local window, as a Pyro model and guide."""
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Sequence
 from contextlib import AbstractContextManager, nullcontext
-from pathlib import Path
 
 import pyro
 import pyro.distributions as dist
@@ -18,10 +16,9 @@ from torch import Tensor, nn
 from torch.distributions import constraints
 from torch.nn import functional as F
 
-from pyro_vaeflow.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from pyro_vaeflow.distributions import Dequantized, DiscretizedLogistic, FlowPrior
 from pyro_vaeflow.distributions.discretized_logistic import to_levels
-from pyro_vaeflow.models._checks import check_images
+from pyro_vaeflow.models.base import ImageModel
 from pyro_vaeflow.models.vaeflow import default_architecture
 from pyro_vaeflow.nets import PixelCNN, ResNetDecoder, ResNetEncoder
 
@@ -157,12 +154,8 @@ class AutoregressiveFlow(TransformModule):
         return -0.5 * eps**2 - 0.5 * math.log(2 * math.pi) + log_det
 
 
-class _AutoregressiveVAE(nn.Module):
+class _AutoregressiveVAE(ImageModel):
     """What VLAE and AGAVE share: checks, registration, persistence and the data's levels."""
-
-    architecture: str
-    image_shape: tuple[int, int, int]
-    config: dict
 
     def _init_common(self, image_shape: Sequence[int]) -> tuple[int, int, int]:
         image_shape = tuple(int(s) for s in image_shape)
@@ -170,12 +163,6 @@ class _AutoregressiveVAE(nn.Module):
             raise ValueError(f"image_shape must be (C, H, W), got {image_shape}")
         self.image_shape = image_shape
         return image_shape
-
-    @property
-    def num_dims(self) -> int:
-        """The number of pixels times channels, :math:`D = CHW`."""
-        channels, height, width = self.image_shape
-        return channels * height * width
 
     @property
     def n_bits(self) -> int:
@@ -232,47 +219,6 @@ class _AutoregressiveVAE(nn.Module):
         """The mean and standard deviation of :math:`q(z \\mid x)`."""
         self.check_images(x)
         return self.encoder(x)
-
-    def check_images(self, x: Tensor) -> None:
-        """Raise a ``ValueError`` naming the problem unless ``x`` is ``N×C×H×W`` in [0, 1]."""
-        check_images(x, self.image_shape)
-
-    def save(self, path: str | os.PathLike) -> Path:
-        """Save the configuration and weights atomically, readable with ``weights_only=True``."""
-        payload = {
-            "kind": "model",
-            "architecture": self.architecture,
-            "config": self.config,
-            "model": self.state_dict(),
-        }
-        return save_checkpoint(payload, path)
-
-    @classmethod
-    def load(cls, path: str | os.PathLike, map_location: str | torch.device = "cpu"):
-        """Load a model written by :meth:`save` (or a training checkpoint of ``fit``).
-
-        Files holding arbitrary Python objects are refused before any of their code runs;
-        corrupt or foreign files raise :class:`~pyro_vaeflow.checkpoint.CheckpointError`.
-        """
-        payload = load_checkpoint(path)
-        if "config" not in payload or "model" not in payload:
-            raise CheckpointError(f"{path} holds no model (kind {payload['kind']!r})")
-        architecture = payload.get("architecture")
-        if architecture != cls.architecture:
-            raise CheckpointError(
-                f"{path} holds a {architecture or 'vaeflow'!r} model, not a {cls.__name__}; load "
-                "it with pyro_vaeflow.models.load_model"
-            )
-        config = dict(payload["config"])
-        try:
-            model = cls(config.pop("image_shape"), **config)
-        except TypeError as error:
-            raise CheckpointError(f"{path} is not a {cls.__name__} ({error})") from None
-        try:
-            model.load_state_dict(payload["model"])
-        except RuntimeError as error:
-            raise CheckpointError(f"{path}: the weights do not fit the model ({error})") from None
-        return model.to(map_location)
 
 
 class VLAE(_AutoregressiveVAE):
