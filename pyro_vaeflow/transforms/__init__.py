@@ -8,7 +8,12 @@ and its cache never returns values computed with older parameters.
 from pyro_vaeflow.transforms.actnorm import ActNorm2d
 from pyro_vaeflow.transforms.base import ComposeFlow, Flow
 from pyro_vaeflow.transforms.conv1x1 import InvConv1x1
-from pyro_vaeflow.transforms.coupling import AdditiveCoupling2d, AffineCoupling2d, glow_conditioner
+from pyro_vaeflow.transforms.coupling import (
+    AdditiveCoupling2d,
+    AffineCoupling2d,
+    GlowConditioner,
+    glow_conditioner,
+)
 from pyro_vaeflow.transforms.glow import glow
 from pyro_vaeflow.transforms.realnvp import AffineCoupling1d, realnvp
 from pyro_vaeflow.transforms.squeeze import Squeeze2d, Unsqueeze2d
@@ -20,6 +25,7 @@ __all__ = [
     "AffineCoupling2d",
     "ComposeFlow",
     "Flow",
+    "GlowConditioner",
     "InvConv1x1",
     "Squeeze2d",
     "Unsqueeze2d",
