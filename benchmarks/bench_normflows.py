@@ -20,7 +20,9 @@ printed):
 - the coupling's scale: normflows' Glow ``sigmoid(h + 2)`` against our
   ``exp(3 tanh(h / 3))``, and which output channels are the scale and which the shift;
 - the conditioner is the same 3x3 → ReLU → 1x1 → ReLU → 3x3 (zero-initialised last layer) in
-  both, as ``Conv2d``\ s in ``nn.Sequential``; normflows' ReLU is a ``LeakyReLU(0)``;
+  both, with the same weights' shapes; normflows runs it as ``Conv2d``\ s in ``nn.Sequential``
+  (its ReLU is a ``LeakyReLU(0)``), ours, on the CPU, as matrix products over the pixels
+  (:class:`~pyro_vaeflow.transforms.GlowConditioner`);
 - the 1x1 convolution: both LU-parametrised; normflows rebuilds :math:`W` and applies it with
   ``conv2d``, ours with one ``bmm``;
 - the priors: our factored-out half has a conditional prior (a zero-initialised 3x3
