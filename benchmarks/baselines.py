@@ -11,8 +11,8 @@ of a two-phase model share it by their epochs, 60 % and 40 %, as the ``cpu`` pre
 epochs do) and the same evaluation. An epoch is the first ``--train-images`` training images
 (12 800 by default: 100 steps of 128), so that the budget, not an epoch boundary, ends each
 phase. ``--jobs 2`` trains the runs of a table two at a time, each
-in its own process with ``2 / jobs`` torch threads, so that the runs compared side by side share
-the machine's load.
+in its own process with one torch thread, so that the runs compared side by side share the
+machine's load; they are then evaluated one after the other with all the threads.
 """
 
 from __future__ import annotations
@@ -44,6 +44,7 @@ __all__ = [
     "metrics_of",
     "model_of",
     "run_one",
+    "train_run",
 ]
 
 #: The two-phase split of the budget: the cpu preset's 6 and 4 epochs, scaled up so that the
@@ -79,8 +80,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--train-images", type=int, default=12800, help="the first N training images"
     )
     parser.add_argument("--jobs", type=int, default=1, help="runs trained at once")
-    parser.add_argument("--threads", type=int, help="torch threads (default: all / jobs)")
-    parser.add_argument("--only", help="train and evaluate this run only (used by --jobs)")
+    parser.add_argument(
+        "--threads", type=int, help="torch threads (default: 1 in --only, else all)"
+    )
+    parser.add_argument("--only", help="train this run only (what --jobs runs)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.add_argument("--quick", action="store_true", help="a seconds-long smoke run")
 
@@ -148,12 +151,17 @@ def _fresh(run_dir: Path) -> bool:
     return metrics.exists() and model.exists() and metrics.stat().st_mtime >= model.stat().st_mtime
 
 
+def train_run(args: argparse.Namespace, name: str) -> tuple[torch.nn.Module, list[dict]]:
+    """Train run ``name``, resuming it; a finished run is only read back."""
+    return train(bench_preset(args, name), args.root / name, resume=True, progress=not args.quiet)
+
+
 def run_one(args: argparse.Namespace, name: str) -> dict:
     """Train run ``name`` (resuming it) unless it is finished, then evaluate it unless cached."""
     preset, run_dir = bench_preset(args, name), args.root / name
     if not _fresh(run_dir):
         started = time.perf_counter()
-        model, history = train(preset, run_dir, resume=True, progress=not args.quiet)
+        model, history = train_run(args, name)
         metrics = evaluate(model, preset, run_dir, fid=not args.quick, progress=not args.quiet)
         metrics["train_seconds"] = sum(row["seconds"] for row in history)
         metrics["epochs"] = {row["phase"]: row["epoch"] for row in history}
@@ -164,13 +172,20 @@ def run_one(args: argparse.Namespace, name: str) -> dict:
 
 
 def ensure_runs(args: argparse.Namespace, names: Sequence[str]) -> dict[str, dict]:
-    """The metrics of every run in ``names``, training the missing ones (``--jobs`` at once)."""
-    torch.set_num_threads(args.threads or max(1, (os.cpu_count() or 1) // max(args.jobs, 1)))
+    """The metrics of every run in ``names``, training the missing ones (``--jobs`` at once).
+
+    With ``--jobs 2``, the runs train two at a time in subprocesses of one torch thread each
+    (``--only``); the evaluations then run one after the other in this process, with all the
+    threads, so that FID's Inception network is not slowed down by the other run.
+    """
     if args.only:
-        return {args.only: run_one(args, args.only)}
+        torch.set_num_threads(args.threads or 1)
+        train_run(args, args.only)
+        return {}
     missing = [name for name in names if not _fresh(args.root / name)]
     if args.jobs > 1 and len(missing) > 1:
         _in_parallel(args, missing)
+    torch.set_num_threads(args.threads or os.cpu_count() or 1)
     return {name: run_one(args, name) for name in names}
 
 

@@ -22,7 +22,7 @@ import sys
 from pyro_vaeflow.experiment import fid_scores
 from pyro_vaeflow.presets import override
 
-from baselines import add_arguments, bench_preset, cell, ensure_runs, header, model_of
+from baselines import add_arguments, bench_preset, cell, ensure_runs, header, metrics_of, model_of
 from timing import load_average
 
 RUNS = {
@@ -36,6 +36,8 @@ def temperature_sweep(args: argparse.Namespace) -> dict[str, dict]:
     """FID of the full model at each temperature (cached per temperature)."""
     path = args.root / "vaeflow" / "temperature-sweep.json"
     sweep = json.loads(path.read_text()) if path.exists() else {}
+    run = metrics_of(args, "vaeflow")  # its FID at the preset's temperature is one of them
+    sweep.setdefault(f"{run['fid_temperature']:g}", {"fid": run["fid"]})
     model = None
     for temperature in args.temperatures:
         key = f"{temperature:g}"
