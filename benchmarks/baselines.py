@@ -182,9 +182,9 @@ def ensure_runs(args: argparse.Namespace, names: Sequence[str]) -> dict[str, dic
         torch.set_num_threads(args.threads or 1)
         train_run(args, args.only)
         return {}
-    missing = [name for name in names if not _fresh(args.root / name)]
-    if args.jobs > 1 and len(missing) > 1:
-        _in_parallel(args, missing)
+    untrained = [name for name in names if not (args.root / name / "model.pt").exists()]
+    if args.jobs > 1 and len(untrained) > 1:
+        _in_parallel(args, untrained)
     torch.set_num_threads(args.threads or os.cpu_count() or 1)
     return {name: run_one(args, name) for name in names}
 
