@@ -183,7 +183,7 @@ def ensure_runs(args: argparse.Namespace, names: Sequence[str]) -> dict[str, dic
         train_run(args, args.only)
         return {}
     untrained = [name for name in names if not (args.root / name / "model.pt").exists()]
-    if args.jobs > 1 and len(untrained) > 1:
+    if args.jobs > 1 and untrained:
         _in_parallel(args, untrained)
     torch.set_num_threads(args.threads or os.cpu_count() or 1)
     return {name: run_one(args, name) for name in names}
