@@ -112,9 +112,10 @@ def main(args: argparse.Namespace) -> None:
     if not args.only:
         print(header(args, command.strip()))
     torch.manual_seed(0)
-    two_stage = ensure_runs(args, ["two-stage"])["two-stage"]
+    runs = ensure_runs(args, ["two-stage"])
     if args.only:
         return
+    two_stage = runs["two-stage"]
     stage_two_seconds = two_stage["train_seconds"] - _first_stage_seconds(args)
     rows = [
         ("N(0, I): the first stage alone", first_stage_only(args), "—", None),
