@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 
 FASHION_MNIST := /usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz
 
-.PHONY: demo test test-all lint docs bench clean data
+.PHONY: demo test test-all lint docs bench bench-trained clean data
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -48,9 +48,23 @@ docs: $(VENV)/.installed-docs
 	rm -rf docs/api/generated
 	$(PY) -m sphinx -W --keep-going -b html docs docs/_build/html
 
+# The timing benchmarks (minutes). The tables of trained models take hours: bench-trained.
 bench: $(VENV)/.installed-bench
 	$(PY) benchmarks/bench_conv1x1.py
 	$(PY) benchmarks/bench_glow_step.py
+	$(PY) benchmarks/bench_normflows.py
+	$(PY) benchmarks/bench_pyro_overhead.py
+	$(PY) benchmarks/bench_peak.py
+	$(PY) benchmarks/bench_importance.py
+	$(PY) benchmarks/bench_memory.py
+
+# The tables of trained models (docs/benchmarks.md, Tables 1-3 and the PixelCNN table); they
+# resume where they stopped, so a stopped `make bench-trained` continues when run again.
+bench-trained: $(VENV)/.installed-bench $(VENV)/.installed-fid data
+	$(PY) benchmarks/bench_vs_glow.py --jobs 2 --paper-size
+	$(PY) benchmarks/bench_ablations.py --jobs 2
+	$(PY) benchmarks/bench_prior.py --jobs 2
+	$(PY) benchmarks/bench_autoregressive.py --jobs 2
 
 clean:
 	rm -rf $(VENV) docs/_build .pytest_cache build *.egg-info

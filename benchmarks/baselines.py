@@ -71,7 +71,7 @@ RUNS: dict[str, Callable[[argparse.Namespace], Preset]] = {
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options every table shares."""
     parser.add_argument("--root", type=Path, default=Path("runs/benchmarks"), help="run folder")
-    parser.add_argument("--budget", type=float, default=8.0, help="training minutes per run")
+    parser.add_argument("--budget", type=float, default=10.0, help="training minutes per run")
     parser.add_argument("--fid-samples", type=int, default=1000, help="samples and test images")
     parser.add_argument("--elbo-images", type=int, default=10000, help="test images, ELBO")
     parser.add_argument("--is-images", type=int, default=100, help="test images, IS")
