@@ -14,6 +14,7 @@ from pyro_vaeflow.infer import elbo, log_likelihood
 from pyro_vaeflow.models import TwoStageVAE, VAEFlow
 from pyro_vaeflow.training import fit
 from tests.helpers import fashion_images, fashion_pixels
+from tests.test_training import changed, snapshot
 
 TINY_VAE = {"base_channels": 4, "fc_dim": 16}
 TINY = {**TINY_VAE, "second_hidden_dims": (16, 16)}
@@ -21,18 +22,6 @@ TINY = {**TINY_VAE, "second_hidden_dims": (16, 16)}
 
 def tiny_two_stage(**overrides) -> TwoStageVAE:
     return TwoStageVAE((1, 28, 28), 4, **{**TINY, **overrides})
-
-
-def snapshot(module):
-    return {name: value.detach().clone() for name, value in module.state_dict().items()}
-
-
-def changed(before, module, prefix):
-    return [
-        name
-        for name, value in module.state_dict().items()
-        if name.startswith(prefix) and not torch.equal(value, before[name])
-    ]
 
 
 def test_the_first_stage_is_vaeflows_vae_with_a_normal_prior_and_isotropic_variance():
