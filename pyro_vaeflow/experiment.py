@@ -259,6 +259,13 @@ def _samplers(model: nn.Module, n: int, temperature: float) -> dict:
     return {"fid": lambda count: model.sample(count, **options)}
 
 
+def _samples_at_temperature(model: nn.Module) -> bool:
+    """Whether :func:`_samplers` draws ``model``'s ``"fid"`` samples at a temperature."""
+    if isinstance(model, VAEFlow):
+        return model.glow is not None and model.glow_enabled
+    return "temperature" in sample_options(model, temperature=1.0)
+
+
 def fid_scores(
     model: nn.Module,
     preset: Preset,
@@ -271,8 +278,10 @@ def fid_scores(
 ) -> dict:
     """FID of ``preset.fid_samples`` samples against as many test images, in eval mode.
 
-    ``fid`` scores the samples at ``preset.temperature`` (for a ``VAEFlow``, also
-    ``fid_vae_mean``, the decoder means of the same latents: see :func:`evaluate`). The
+    ``fid`` scores the samples at ``preset.temperature``, recorded as ``fid_temperature``, where
+    the model samples at a temperature (a ``VAEFlow`` with its Glow layer, or a ``Glow``); a
+    ``VAEFlow`` also gets ``fid_vae_mean``, the decoder means of the same latents (see
+    :func:`evaluate`). The
     reference statistics of the test images are cached in ``cache_dir``.
     """
     from pyro_vaeflow.metrics import fid, inception_network, reference_statistics
@@ -289,7 +298,9 @@ def fid_scores(
         progress=progress,
     )
     torch.manual_seed(seed)
-    metrics: dict = {"fid_samples": n, "fid_temperature": preset.temperature}
+    metrics: dict = {"fid_samples": n}
+    if _samples_at_temperature(model):
+        metrics["fid_temperature"] = preset.temperature
     with _evaluating(model):
         for name, draw in _samplers(model, n, preset.temperature).items():
 
@@ -411,7 +422,11 @@ def summary_table(metrics: dict, history: list[dict] | None = None) -> str:
             if key.startswith("fid"):
                 suffix = (
                     f" ({metrics['fid_samples']} samples"
-                    + (f", T={metrics['fid_temperature']}" if key == "fid" else "")
+                    + (
+                        f", T={metrics['fid_temperature']}"
+                        if "fid_temperature" in metrics and key == "fid"
+                        else ""
+                    )
                     + ")"
                 )
             lines.append(f"| {label}{suffix} | {form.format(metrics[key])} |")

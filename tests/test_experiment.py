@@ -6,8 +6,14 @@ import json
 
 import pytest
 
-from pyro_vaeflow.experiment import evaluate, make_figures, schedule, train
-from pyro_vaeflow.models import TwoStageVAE, VAEFlow, load_model
+from pyro_vaeflow.experiment import (
+    _samples_at_temperature,
+    evaluate,
+    make_figures,
+    schedule,
+    train,
+)
+from pyro_vaeflow.models import TwoStageVAE, VAEFlow, build_model, load_model
 from pyro_vaeflow.presets import get_preset, override
 from tests.helpers import TINY
 
@@ -104,3 +110,18 @@ def test_single_phase_baselines_train_evaluate_and_draw(name, tmp_path):
     assert metrics["test_is_bpd"] <= metrics["test_elbo_bpd"] + 1e-4
     figures = make_figures(model, history, tmp_path)
     assert sorted(path.stem for path in figures) == ["samples", "training_curves"]
+
+
+@pytest.mark.parametrize(
+    ("name", "glow_enabled", "expected"),
+    [("vaeflow", True, True), ("vaeflow", False, False), ("glow-cpu", True, True)]
+    + [(name, True, False) for name in ("vlae-binary-cpu", "agave-cpu")],
+)
+def test_fid_records_a_temperature_only_where_the_samples_use_one(name, glow_enabled, expected):
+    if name == "vaeflow":
+        model = VAEFlow((1, 28, 28), 4, **TINY)
+        model.glow_enabled = glow_enabled
+    else:
+        preset = get_preset(name)
+        model = build_model(preset.architecture, preset.image_shape, **TINY_MODELS[name])
+    assert _samples_at_temperature(model) is expected
