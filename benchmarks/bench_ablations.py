@@ -44,7 +44,7 @@ def temperature_sweep(args: argparse.Namespace) -> dict[str, dict]:
         if key not in sweep:
             model = model or model_of(args, "vaeflow")
             preset = override(bench_preset(args, "vaeflow"), temperature=temperature)
-            sweep[key] = fid_scores(model, preset, progress=not args.quiet)
+            sweep[key] = fid_scores(model, preset, vae_means=False, progress=not args.quiet)
             path.write_text(json.dumps(sweep, indent=2) + "\n")
     return {f"{t:g}": sweep[f"{t:g}"] for t in args.temperatures}
 

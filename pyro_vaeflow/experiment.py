@@ -230,12 +230,13 @@ def _importance(vae: nn.Module, images: torch.Tensor, samples: int, progress: bo
     }
 
 
-def _samplers(model: nn.Module, n: int, temperature: float) -> dict:
+def _samplers(model: nn.Module, n: int, temperature: float, vae_means: bool = True) -> dict:
     """Name → ``draw(count)``, the next ``count`` of ``n`` samples, for each FID to compute.
 
     A ``VAEFlow`` (or ``TwoStageVAE``) draws ``n`` latents once: ``"fid"`` scores the Glow
     samples at ``temperature`` and ``"fid_vae_mean"`` the decoder means of the same latents
-    (without a Glow layer, ``"fid"`` scores the decoder means). Other models are scored on
+    (without a Glow layer, ``"fid"`` scores the decoder means; ``vae_means=False`` leaves
+    ``"fid_vae_mean"`` out). Other models are scored on
     their ``sample`` method (given ``temperature`` if it takes one).
     """
     if isinstance(model, VAEFlow):
@@ -253,7 +254,7 @@ def _samplers(model: nn.Module, n: int, temperature: float) -> dict:
 
             return draw
 
-        names = ["fid", "fid_vae_mean"] if with_glow else ["fid"]
+        names = ["fid", "fid_vae_mean"] if with_glow and vae_means else ["fid"]
         return {name: latent_sampler(name) for name in names}
     options = sample_options(model, temperature=temperature, progress=False)
     return {"fid": lambda count: model.sample(count, **options)}
@@ -274,6 +275,7 @@ def fid_scores(
     weights: str | os.PathLike | None = None,
     cache_dir: str | os.PathLike | None = None,
     seed: int = 0,
+    vae_means: bool = True,
     progress: bool = True,
 ) -> dict:
     """FID of ``preset.fid_samples`` samples against as many test images, in eval mode.
@@ -281,7 +283,7 @@ def fid_scores(
     ``fid`` scores the samples at ``preset.temperature``, recorded as ``fid_temperature``, where
     the model samples at a temperature (a ``VAEFlow`` with its Glow layer, or a ``Glow``); a
     ``VAEFlow`` also gets ``fid_vae_mean``, the decoder means of the same latents (see
-    :func:`evaluate`). The
+    :func:`evaluate`) unless ``vae_means`` is false. The
     reference statistics of the test images are cached in ``cache_dir``.
     """
     from pyro_vaeflow.metrics import fid, inception_network, reference_statistics
@@ -302,7 +304,7 @@ def fid_scores(
     if _samples_at_temperature(model):
         metrics["fid_temperature"] = preset.temperature
     with _evaluating(model):
-        for name, draw in _samplers(model, n, preset.temperature).items():
+        for name, draw in _samplers(model, n, preset.temperature, vae_means).items():
 
             def eight_bit(count, draw=draw):
                 return quantize(draw(count).clamp(0.0, 1.0 - 1e-6))  # 8-bit, like the test set

@@ -7,6 +7,7 @@ import json
 import pytest
 
 from pyro_vaeflow.experiment import (
+    _samplers,
     _samples_at_temperature,
     evaluate,
     make_figures,
@@ -125,3 +126,13 @@ def test_fid_records_a_temperature_only_where_the_samples_use_one(name, glow_ena
         preset = get_preset(name)
         model = build_model(preset.architecture, preset.image_shape, **TINY_MODELS[name])
     assert _samples_at_temperature(model) is expected
+
+
+@pytest.mark.parametrize(
+    ("vae_means", "expected"), [(True, ["fid", "fid_vae_mean"]), (False, ["fid"])]
+)
+def test_the_decoder_means_are_scored_only_when_asked(vae_means, expected):
+    model = VAEFlow((1, 28, 28), 4, **TINY).eval()
+    samplers = _samplers(model, 3, 0.5, vae_means)
+    assert sorted(samplers) == expected
+    assert all(draw(3).shape == (3, 1, 28, 28) for draw in samplers.values())
