@@ -242,7 +242,7 @@ def _samplers(model: nn.Module, n: int, temperature: float, vae_means: bool = Tr
     if isinstance(model, VAEFlow):
         z = model.sample_latents(n)
         position = {"fid": 0, "fid_vae_mean": 0}
-        with_glow = model.glow is not None and model.glow_enabled
+        with_glow = _samples_at_temperature(model)
 
         def latent_sampler(name):
             def draw(count):

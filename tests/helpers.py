@@ -33,3 +33,17 @@ def fashion_images(n: int = 16, seed: int = 0) -> torch.Tensor:
 def tiny_vae(**overrides) -> VAEFlow:
     """A VAEFlow small enough for a unit test on 28×28 images."""
     return VAEFlow((1, 28, 28), 4, **{**TINY, **overrides})
+
+
+def snapshot(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """A copy of ``module``'s state dict, to compare with after training."""
+    return {name: value.detach().clone() for name, value in module.state_dict().items()}
+
+
+def changed(before: dict[str, torch.Tensor], module: torch.nn.Module, prefix: str) -> list[str]:
+    """The state-dict entries under ``prefix`` that differ from the ``before`` snapshot."""
+    return [
+        name
+        for name, value in module.state_dict().items()
+        if name.startswith(prefix) and not torch.equal(value, before[name])
+    ]

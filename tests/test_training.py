@@ -11,20 +11,8 @@ from torch.utils.data import TensorDataset
 
 from pyro_vaeflow.checkpoint import CheckpointError
 from pyro_vaeflow.training import Batches, NonFiniteLossError, fit, phase
-from tests.helpers import fashion_images, fashion_pixels, tiny_vae
+from tests.helpers import changed, fashion_images, fashion_pixels, snapshot, tiny_vae
 from tests.registry import perturb
-
-
-def snapshot(module):
-    return {name: value.detach().clone() for name, value in module.state_dict().items()}
-
-
-def changed(before, module, prefix):
-    return [
-        name
-        for name, value in module.state_dict().items()
-        if name.startswith(prefix) and not torch.equal(value, before[name])
-    ]
 
 
 def quick_fit(vae, phase_name, **kwargs):

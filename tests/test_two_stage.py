@@ -13,8 +13,7 @@ from pyro import poutine
 from pyro_vaeflow.infer import elbo, log_likelihood
 from pyro_vaeflow.models import TwoStageVAE, VAEFlow
 from pyro_vaeflow.training import fit
-from tests.helpers import fashion_images, fashion_pixels
-from tests.test_training import changed, snapshot
+from tests.helpers import changed, fashion_images, fashion_pixels, snapshot
 
 TINY_VAE = {"base_channels": 4, "fc_dim": 16}
 TINY = {**TINY_VAE, "second_hidden_dims": (16, 16)}
