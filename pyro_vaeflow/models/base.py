@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 from typing import ClassVar, TypeVar
 
+import pyro
 import torch
 from torch import Tensor, nn
 
@@ -34,6 +35,16 @@ class ImageModel(nn.Module):
     def check_images(self, x: Tensor) -> None:
         """Raise a ``ValueError`` naming the problem unless ``x`` is ``N×C×H×W`` in [0, 1]."""
         check_images(x, self.image_shape)
+
+    def _register(self, *names: str) -> None:
+        """``pyro.module`` each named child (every child by default) that has trainable
+        parameters, so that SVI optimises them; a model and a guide each register what they use.
+        """
+        children = dict(self.named_children())
+        for name in names or children:
+            module = children.get(name)
+            if module is not None and any(p.requires_grad for p in module.parameters()):
+                pyro.module(name, module)
 
     @property
     def num_dims(self) -> int:

@@ -340,12 +340,6 @@ class Glow(ImageModel):
     def guide(self, x: Tensor) -> None:
         """The empty guide: the model has no latent sites (its latents are a function of x)."""
         self.check_images(x)
-        self._register()
-
-    def _register(self) -> None:
-        for name, module in self.named_children():
-            if any(p.requires_grad for p in module.parameters()):
-                pyro.module(name, module)
 
     # -- queries ---------------------------------------------------------------------------------
 

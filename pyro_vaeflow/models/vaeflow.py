@@ -237,7 +237,7 @@ class VAEFlow(ImageModel):
     def model(self, x: Tensor) -> None:
         """The generative model :math:`p(z)\\,p(x \\mid z)` over ``x`` (``N×C×H×W`` in [0, 1])."""
         self.check_images(x)
-        self._register()
+        self._register("prior_flow", "decoder", "decoder_scale", "glow")
         with pyro.plate("data", x.shape[0]):
             z = pyro.sample("z", self.prior())
             pyro.sample("x", self.likelihood(z), obs=x)
@@ -245,15 +245,10 @@ class VAEFlow(ImageModel):
     def guide(self, x: Tensor) -> None:
         """The encoder :math:`q(z \\mid x)`, a diagonal Gaussian."""
         self.check_images(x)
-        self._register()
+        self._register("encoder")
         with pyro.plate("data", x.shape[0]):
             loc, scale = self.encoder(x)
             pyro.sample("z", dist.Normal(loc, scale).to_event(1))
-
-    def _register(self) -> None:
-        for name, module in self.named_children():
-            if any(p.requires_grad for p in module.parameters()):
-                pyro.module(name, module)
 
     # -- queries ---------------------------------------------------------------------------------
 

@@ -192,11 +192,6 @@ class _AutoregressiveVAE(ImageModel):
         """Whether :meth:`model`/:meth:`guide` run the training objective instead of the ELBO."""
         return self.training and torch.is_grad_enabled()
 
-    def _register(self) -> None:
-        for name, module in self.named_children():
-            if any(p.requires_grad for p in module.parameters()):
-                pyro.module(name, module)
-
     def _zeros(self, *shape: int) -> Tensor:
         reference = next(self.parameters())
         return torch.zeros(*shape, dtype=reference.dtype, device=reference.device)
@@ -204,7 +199,7 @@ class _AutoregressiveVAE(ImageModel):
     def guide(self, x: Tensor) -> None:
         """The encoder :math:`q(z \\mid x)`, a diagonal Gaussian."""
         self.check_images(x)
-        self._register()
+        self._register("encoder")
         with pyro.plate("data", x.shape[0]):
             loc, scale = self.encoder(x)
             with self._kl_scale():
