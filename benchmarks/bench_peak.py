@@ -8,7 +8,7 @@ the weights). The matmul peak and the conv peak are the best of their rows.
 
 The training steps are:
 
-- a VAEFlow SVI step, ``SVI(vae.model, vae.guide, pyro.optim.Adam, Trace_ELBO()).step(x)`` in
+- a VAEFlow SVI step, ``SVI(vae.model, vae.guide, MultiTensorAdam, Trace_ELBO()).step(x)`` in
   phase ``"joint"`` (every part trained, the Glow layer on), at the sizes of the ``cpu`` and
   the ``cpu-long`` presets, on a batch of the preset's size of dequantised Fashion-MNIST
   training images;
@@ -35,6 +35,7 @@ from pyro.infer import SVI, Trace_ELBO
 
 from pyro_vaeflow.models import VAEFlow
 from pyro_vaeflow.presets import PRESETS
+from pyro_vaeflow.training import MultiTensorAdam
 from pyro_vaeflow.training import phase as training_phase
 from pyro_vaeflow.transforms import glow
 
@@ -73,7 +74,7 @@ def svi_step(preset: str, batch: int, seed: int) -> Callable[[], None]:
     model = PRESETS[preset].model
     vae = VAEFlow((1, 28, 28), **model)
     x = fashion_mnist(batch, "train", seed)
-    svi = SVI(vae.model, vae.guide, pyro.optim.Adam({"lr": PRESETS[preset].lr}), Trace_ELBO())
+    svi = SVI(vae.model, vae.guide, MultiTensorAdam(lr=PRESETS[preset].lr), Trace_ELBO())
     state: dict = {"params": {}, "constraints": {}}
 
     def run() -> None:
