@@ -20,7 +20,7 @@ def run(name, root, capsys, monkeypatch, *extra):
 @pytest.mark.parametrize(
     ("name", "runs"),
     [
-        ("bench_vs_glow", ["vaeflow", "glow"]),
+        ("bench_vs_glow", ["vaeflow", "glow", "two-stage"]),
         ("bench_prior", ["two-stage", "flow-prior"]),
         ("bench_ablations", ["vaeflow", "vaeflow-isotropic", "vaeflow-joint"]),
         ("bench_autoregressive", ["vaeflow", "vlae", "agave"]),
