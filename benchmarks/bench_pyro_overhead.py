@@ -15,7 +15,7 @@ then take one Adam step:
   param-store scope, with ``optim`` Pyro's own ``pyro.optim.Adam`` (one ``torch.optim.Adam``
   per parameter tensor) or ``MultiTensorAdam`` (one multi-tensor Adam over all of them, what
   ``fit`` trains with); ``--svi guarded`` uses the training loop's ``GuardedSVI`` with its
-  ``Trace_ELBO(vectorize_particles=True, max_plate_nesting=1)``, without gradient clipping;
+  ``Trace_ELBO(num_particles=1, max_plate_nesting=1)``, without gradient clipping;
 - plain PyTorch: the encoder's reparameterised :math:`z`, ``vae.likelihood(z).log_prob(x)``,
   ``vae.prior().log_prob(z)``, ``torch.distributions.Normal(loc, scale).log_prob(z)``,
   ``loss.backward()`` and one ``torch.optim.Adam(foreach=True).step()`` over the same
@@ -87,7 +87,7 @@ OPTIMISERS = {
 def pyro_svi(vae: VAEFlow, optim, kind: str) -> SVI:
     """Pyro's SVI with ``Trace_ELBO``, or the training loop's ``GuardedSVI`` (``"guarded"``)."""
     if kind == "guarded":
-        elbo = Trace_ELBO(num_particles=1, vectorize_particles=True, max_plate_nesting=1)
+        elbo = Trace_ELBO(num_particles=1, max_plate_nesting=1)  # as fit builds it
         return GuardedSVI(vae.model, vae.guide, optim, elbo)
     return SVI(vae.model, vae.guide, optim, Trace_ELBO())
 

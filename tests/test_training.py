@@ -5,12 +5,21 @@ from __future__ import annotations
 import json
 import math
 
+import pyro
 import pytest
 import torch
+from pyro.infer import Trace_ELBO
 from torch.utils.data import TensorDataset
 
 from pyro_vaeflow.checkpoint import CheckpointError
-from pyro_vaeflow.training import Batches, NonFiniteLossError, fit, phase
+from pyro_vaeflow.training import (
+    Batches,
+    GuardedSVI,
+    MultiTensorAdam,
+    NonFiniteLossError,
+    fit,
+    phase,
+)
 from tests.helpers import changed, fashion_images, fashion_pixels, snapshot, tiny_vae
 from tests.registry import perturb
 
@@ -214,3 +223,21 @@ def test_warmup_raises_the_learning_rate_linearly(tmp_path):
     assert last_rates() == pytest.approx([2e-3 / 3])  # the 2nd of 3 warm-up steps
     quick_fit(tiny_vae(), "vae", epochs=2, lr=1e-3, warmup_steps=3, run_dir=tmp_path, resume=True)
     assert last_rates() == pytest.approx([1e-3])
+
+
+def test_a_step_with_an_infinite_gradient_but_a_finite_loss_is_skipped():
+    def model():
+        p = pyro.param("p", torch.tensor([0.0, 1.0]))
+        pyro.factor("f", p.sqrt().sum())  # finite at p = (0, 1), but d/dp sqrt(p) = inf at 0
+
+    with pyro.get_param_store().scope():
+        svi = GuardedSVI(model, lambda: None, MultiTensorAdam(lr=0.1), Trace_ELBO())
+        loss = svi.step()
+        assert math.isnan(loss)
+        assert svi.skipped == 1
+        assert pyro.param("p").tolist() == [0.0, 1.0]
+
+
+def test_several_particles_train():
+    history = quick_fit(tiny_vae(), "vae", num_particles=3)
+    assert math.isfinite(history[-1]["train_bpd"])

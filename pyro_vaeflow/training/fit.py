@@ -203,7 +203,12 @@ def fit(
                 checkpoint,
             )
 
-    elbo = Trace_ELBO(num_particles=num_particles, vectorize_particles=True, max_plate_nesting=1)
+    # One particle needs no particle plate (the same draws, without the extra batch dimension).
+    elbo = Trace_ELBO(
+        num_particles=num_particles,
+        vectorize_particles=num_particles > 1,
+        max_plate_nesting=1,
+    )
     with pyro.get_param_store().scope(), training_phase(vae, phase):
         svi = GuardedSVI(vae.model, vae.guide, optim, elbo, max_consecutive_skipped)
         began = time.perf_counter()

@@ -20,8 +20,9 @@ class NonFiniteLossError(RuntimeError):
 class GuardedSVI(SVI):
     r"""Pyro's :class:`~pyro.infer.SVI`, except that a bad step changes nothing.
 
-    A step whose loss or any gradient is NaN or infinite, or in which a distribution refused a
-    NaN parameter (Pyro's validation), is skipped: the gradients are zeroed
+    A step whose loss or any gradient is NaN or infinite (or so large that its sum overflows
+    the float range), or in which a distribution refused a NaN parameter (Pyro's validation),
+    is skipped: the gradients are zeroed
     and no parameter moves (Pyro's own NaN warnings are silenced, as the step is counted
     instead). Skipped steps are counted in :attr:`skipped` (all of them) and
     :attr:`consecutive_skipped`; after ``max_consecutive_skipped`` in a row, :meth:`step` raises
@@ -63,8 +64,10 @@ class GuardedSVI(SVI):
                     raise
                 loss = math.nan  # a distribution refused a NaN parameter
         params = {site["value"].unconstrained() for site in capture.trace.nodes.values()}
-        grads = [p.grad.isfinite().all() for p in params if p.grad is not None]
-        finite = math.isfinite(loss) and (not grads or bool(torch.stack(grads).all()))
+        # A gradient's sum is finite unless an entry is NaN or ±inf (or the sum overflows float
+        # range), and a sum is cheaper than an isfinite mask as large as the gradient.
+        sums = [p.grad.sum() for p in params if p.grad is not None]
+        finite = math.isfinite(loss) and (not sums or bool(torch.stack(sums).isfinite().all()))
         if finite:
             self.optim(params)
             self.consecutive_skipped = 0
