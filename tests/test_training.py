@@ -8,6 +8,7 @@ import math
 import pyro
 import pytest
 import torch
+from pyro import poutine
 from pyro.infer import Trace_ELBO
 from torch.utils.data import TensorDataset
 
@@ -238,6 +239,24 @@ def test_a_step_with_an_infinite_gradient_but_a_finite_loss_is_skipped():
         assert pyro.param("p").tolist() == [0.0, 1.0]
 
 
-def test_several_particles_train():
-    history = quick_fit(tiny_vae(), "vae", num_particles=3)
-    assert math.isfinite(history[-1]["train_bpd"])
+def test_several_particles_train_and_change_the_estimate():
+    one, three = (quick_fit(tiny_vae(), "vae", num_particles=k) for k in (1, 3))
+    assert math.isfinite(three[-1]["train_bpd"])
+    assert three[-1]["train_bpd"] != one[-1]["train_bpd"]
+
+
+@pytest.mark.parametrize("phase_name", ["vae", "glow", "prior", "joint"])
+def test_the_model_and_guide_register_every_trainable_parameter(phase_name):
+    vae = tiny_vae()
+    with pyro.get_param_store().scope(), phase(vae, phase_name):
+        with poutine.trace(param_only=True) as capture:
+            Trace_ELBO().differentiable_loss(vae.model, vae.guide, fashion_images(4))
+        seen = {id(site["value"].unconstrained()) for site in capture.trace.nodes.values()}
+        trainable = {name: p for name, p in vae.named_parameters() if p.requires_grad}
+    assert trainable
+    assert [name for name, p in trainable.items() if id(p) not in seen] == []
+
+
+def test_registering_an_unknown_part_is_refused():
+    with pytest.raises(AttributeError, match="no part 'decoderr'"):
+        tiny_vae()._register("decoderr")

@@ -42,6 +42,8 @@ class ImageModel(nn.Module):
         """
         children = dict(self.named_children())
         for name in names or children:
+            if not hasattr(self, name):
+                raise AttributeError(f"{type(self).__name__} has no part {name!r} to register")
             module = children.get(name)
             if module is not None and any(p.requires_grad for p in module.parameters()):
                 pyro.module(name, module)

@@ -167,7 +167,7 @@ def fit(
         if val_data is None
         else Batches(val_data, batch_size, n_bits, shuffle=False, noise_seed=seed)
     )
-    optim = MultiTensorAdam(lr=lr, clip_norm=clip_norm)
+    optim = MultiTensorAdam(lr=lr, clip_norm=clip_norm or None)
     history: list[dict] = []
     best = {"bpd": math.inf, "weights": None, "stale": 0}
     start, early_stopped = 0, False

@@ -94,6 +94,8 @@ class MultiTensorAdam(PyroOptim):
     def __call__(self, params: Iterable[Tensor], *args, **kwargs) -> None:
         """One Adam step of ``params`` (after clipping their gradients)."""
         params = list(params)
+        if not params:  # nothing to train (as Pyro's optimisers, do nothing)
+            return
         if self.optimizer is None or frozenset(params) != self._params:
             self._rebuild(params)
         with_grads = [p for p in params if p.grad is not None]
