@@ -49,7 +49,7 @@ docs: $(VENV)/.installed-docs
 	$(PY) -m sphinx -W --keep-going -b html docs docs/_build/html
 
 # The timing benchmarks (minutes). The tables of trained models take hours: bench-trained.
-bench: $(VENV)/.installed-bench
+bench: $(VENV)/.installed-bench $(VENV)/.installed-fid
 	$(PY) benchmarks/bench_conv1x1.py
 	$(PY) benchmarks/bench_glow_step.py
 	$(PY) benchmarks/bench_normflows.py
@@ -57,6 +57,7 @@ bench: $(VENV)/.installed-bench
 	$(PY) benchmarks/bench_peak.py
 	$(PY) benchmarks/bench_importance.py
 	$(PY) benchmarks/bench_memory.py
+	$(PY) benchmarks/bench_fid.py
 
 # The tables of trained models (docs/benchmarks.md, Tables 1-3 and the PixelCNN table); they
 # resume where they stopped, so a stopped `make bench-trained` continues when run again.

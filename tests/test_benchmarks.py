@@ -30,6 +30,7 @@ def load_script(name: str) -> ModuleType:
         "bench_importance",
         "bench_normflows",
         "bench_memory",
+        "bench_fid",
     ],
 )
 def test_benchmark_runs_quick(name, capsys, monkeypatch):

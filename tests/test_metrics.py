@@ -8,6 +8,7 @@ caching and bad input use a cheap stand-in network. Bigger runs are marked ``slo
 
 from __future__ import annotations
 
+import copy
 import warnings
 from pathlib import Path
 
@@ -98,6 +99,18 @@ def test_converted_weights_match_torchscript(network):
         theirs = script(2 * x - 1)  # the TorchScript takes [-1, 1] at 299 × 299
     assert ours.shape == theirs.shape == (2, 2048)
     assert (ours - theirs).abs().max() < 1e-5  # measured: 7e-7, for features up to ≈ 5
+
+
+def test_network_runs_channels_last_with_pytorch_fid_features(network, pixels):
+    convolutions = [m.weight for m in network.modules() if isinstance(m, nn.Conv2d)]
+    assert len(convolutions) == 94
+    assert all(w.is_contiguous(memory_format=torch.channels_last) for w in convolutions)
+    nchw = copy.deepcopy(network).to(memory_format=torch.contiguous_format)
+    assert weights_hash(nchw) == network.weights_hash  # the layout does not change the key
+    x = pixels[:2].float().div(255).expand(-1, 3, -1, -1)
+    with torch.no_grad():
+        ours, theirs = network(x)[0].flatten(1), nchw(x)[0].flatten(1)
+    assert (ours - theirs).abs().max() < 1e-4  # measured: see benchmarks/bench_fid.py
 
 
 def test_grey_images_are_copied_to_three_channels(network, pixels):
