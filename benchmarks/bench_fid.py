@@ -28,6 +28,8 @@ from pyro_vaeflow.metrics import inception_network
 
 from timing import fashion_mnist, load_average, machine, measure, median_ratio
 
+BASELINE, OURS = "NCHW (pytorch-fid)", "channels_last (ours)"
+
 
 def forward(network: nn.Module, x: torch.Tensor) -> Callable[[], torch.Tensor]:
     """A call that returns the pool3 features of ``x`` under ``network``."""
@@ -48,8 +50,8 @@ def main(args: argparse.Namespace) -> None:
     ours = inception_network()
     nchw = copy.deepcopy(ours).to(memory_format=torch.contiguous_format)
     x = fashion_mnist(args.batch, "test").expand(-1, 3, -1, -1)
-    calls = {"NCHW (pytorch-fid)": forward(nchw, x), "channels_last (ours)": forward(ours, x)}
-    difference = (calls["NCHW (pytorch-fid)"]() - calls["channels_last (ours)"]()).abs().max()
+    calls = {BASELINE: forward(nchw, x), OURS: forward(ours, x)}
+    difference = (calls[BASELINE]() - calls[OURS]()).abs().max()
     print(
         f"Inception pool3 features of {args.batch} Fashion-MNIST test images (1×28×28, resized "
         f"to 299×299); median of {args.repeats} interleaved repeats; largest difference between "
@@ -62,7 +64,7 @@ def main(args: argparse.Namespace) -> None:
     print("|---|---:|---:|---:|")
     for name, seconds in times.items():
         median = statistics.median(seconds)
-        ratio = median_ratio(times["NCHW (pytorch-fid)"], seconds)
+        ratio = median_ratio(times[BASELINE], seconds)
         print(f"| {name} | {median:.3f} | {args.batch / median:.1f} | {ratio:.2f}x |")
     print(f"\nLoad average (1 min) at the end: {load_average()}")
 
