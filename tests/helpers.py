@@ -17,6 +17,32 @@ TINY = {
     "glow_depth": 2,
     "glow_hidden_channels": 8,
 }
+"""The sizes of a tiny ``VAEFlow``, all but its latent dimension."""
+
+TINY_TWO_STAGE = {"latent_dim": 4, "base_channels": 4, "fc_dim": 16, "second_hidden_dims": (16,)}
+"""A tiny ``TwoStageVAE``."""
+
+TINY_MODELS = {
+    "glow-cpu": {"levels": 2, "depth": 1, "hidden_channels": 8},
+    "vlae-binary-cpu": {
+        "likelihood": "bernoulli",
+        "latent_dim": 4,
+        "base_channels": 4,
+        "fc_dim": 16,
+        "pixelcnn_channels": 8,
+        "cond_channels": 2,
+        "prior_hidden_dims": (8,),
+    },
+    "agave-cpu": {
+        "latent_dim": 4,
+        "base_channels": 4,
+        "fc_dim": 16,
+        "pixelcnn_channels": 8,
+        "pixelcnn_layers": 2,
+        "cond_channels": 4,
+    },
+}
+"""Preset name → the model of a tiny single-phase baseline of that preset's architecture."""
 
 
 @functools.cache

@@ -16,9 +16,8 @@ from pyro_vaeflow.experiment import (
 )
 from pyro_vaeflow.models import TwoStageVAE, VAEFlow, build_model, load_model
 from pyro_vaeflow.presets import get_preset, override
-from tests.helpers import TINY
+from tests.helpers import TINY, TINY_MODELS, TINY_TWO_STAGE
 
-TINY_TWO_STAGE = {"latent_dim": 4, "base_channels": 4, "fc_dim": 16, "second_hidden_dims": (16,)}
 EVALUATION = {"elbo_images": 8, "is_images": 2, "is_samples": 4}
 
 
@@ -74,28 +73,6 @@ def test_the_time_budget_counts_epochs_across_resumes(tmp_path):
     assert resumed == history  # the budget was already spent: no epoch more
     _, extended = train(override(longer, time_budget=1e9), tmp_path, resume=True, progress=False)
     assert [row["phase"] for row in extended] == ["vae", "glow", "glow", "glow"]
-
-
-TINY_MODELS = {
-    "glow-cpu": {"levels": 2, "depth": 1, "hidden_channels": 8},
-    "vlae-binary-cpu": {
-        "likelihood": "bernoulli",
-        "latent_dim": 4,
-        "base_channels": 4,
-        "fc_dim": 16,
-        "pixelcnn_channels": 8,
-        "cond_channels": 2,
-        "prior_hidden_dims": (8,),
-    },
-    "agave-cpu": {
-        "latent_dim": 4,
-        "base_channels": 4,
-        "fc_dim": 16,
-        "pixelcnn_channels": 8,
-        "pixelcnn_layers": 2,
-        "cond_channels": 4,
-    },
-}
 
 
 @pytest.mark.parametrize("name", sorted(TINY_MODELS))
