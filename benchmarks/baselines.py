@@ -219,8 +219,9 @@ def metrics_of(args: argparse.Namespace, name: str) -> dict:
     return json.loads((args.root / name / "metrics.json").read_text())
 
 
-def header(args: argparse.Namespace, command: str) -> str:
-    """The lines every table starts with: command, machine, load, budget, samples."""
+def header(args: argparse.Namespace, command: str, trained: bool = True) -> str:
+    """The lines every table starts with: command, machine, load and, for tables of trained
+    models (``trained``), the budget and the evaluation's sample sizes."""
     sizes = (
         f"Budget: {args.budget:g} training minutes per run; FID on {args.fid_samples} samples "
         f"against as many test images; test ELBO on {args.elbo_images} test images; importance "
@@ -228,14 +229,12 @@ def header(args: argparse.Namespace, command: str) -> str:
     )
     if args.quick:
         sizes = "A --quick smoke run: tiny models and data, no FID; the numbers mean nothing."
-    return "\n".join(
-        [
-            f"Command: `{command}`",
-            f"Machine: {machine()}",
-            f"Load average (1 min) at the start: {load_average()}",
-            sizes,
-        ]
-    )
+    lines = [
+        f"Command: `{command}`",
+        f"Machine: {machine()}",
+        f"Load average (1 min) at the start: {load_average()}",
+    ]
+    return "\n".join([*lines, sizes] if trained or args.quick else lines)
 
 
 def cell(metrics: dict, key: str, form: str = "{:.3f}") -> str:

@@ -17,7 +17,9 @@ Two measurements:
    test ELBO and importance-sampled bits/dim (exact for Glow, which has no latent variable) and
    FID. The two-stage run is the one Table 1 (``bench_prior.py``) also reads.
 
-Run ``python benchmarks/bench_vs_glow.py --jobs 2`` (``--quick`` for a smoke test).
+Run ``python benchmarks/bench_vs_glow.py --jobs 2`` (``--quick`` for a smoke test). The epochs
+can be timed on a GPU, without the equal-budget runs:
+``python benchmarks/bench_vs_glow.py --paper-size --device cuda --timing-only``.
 """
 
 from __future__ import annotations
@@ -72,16 +74,16 @@ def _timing_rows(args: argparse.Namespace) -> list[str]:
     vae_model = (
         {**cpu.model, "glow_depth": 1, "glow_hidden_channels": 8} if args.quick else cpu.model
     )
-    vae = VAEFlow(cpu.image_shape, **vae_model)
+    vae = VAEFlow(cpu.image_shape, **vae_model).to(args.device)
     glow_model = (
         {**glow_cpu.model, "depth": 1, "hidden_channels": 8} if args.quick else glow_cpu.model
     )
-    glow = Glow(glow_cpu.image_shape, **glow_model)
+    glow = Glow(glow_cpu.image_shape, **glow_model).to(args.device)
     rows = [_row("Fashion-MNIST 1×28×28, batch " + str(batch), vae, glow, pixels, batch, args)]
     if args.paper_size:
         paper = PRESETS["paper-cifar10"]
-        big_vae = VAEFlow(paper.image_shape, **paper.model)
-        big_glow = Glow(paper.image_shape, levels=3, depth=32, hidden_channels=512)
+        big_vae = VAEFlow(paper.image_shape, **paper.model).to(args.device)
+        big_glow = Glow(paper.image_shape, levels=3, depth=32, hidden_channels=512).to(args.device)
         noise = torch.randint(0, 256, (paper.batch_size * 2, *paper.image_shape), dtype=torch.uint8)
         rows.append(
             _row("CIFAR-10 size 3×32×32, batch 64", big_vae, big_glow, noise, 64, args, repeats=2)
@@ -115,7 +117,7 @@ def main(args: argparse.Namespace) -> None:
         args.timing_steps, args.repeats = 2, 1
     command = "python benchmarks/bench_vs_glow.py " + " ".join(sys.argv[1:])
     if not args.only:
-        print(header(args, command.strip()))
+        print(header(args, command.strip(), trained=not args.timing_only))
         print()
         print(
             "| size | VAEFlow parameters | phase 1 s/epoch | phase 2 s/epoch | average s/epoch | "
@@ -125,6 +127,8 @@ def main(args: argparse.Namespace) -> None:
         for row in _timing_rows(args):
             print(row)
         print()
+    if args.timing_only:
+        return
     metrics = ensure_runs(args, list(EQUAL_BUDGET))
     if args.only:
         return
@@ -147,6 +151,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--timing-steps", type=int, default=10, help="batches per timed epoch slice")
     p.add_argument("--repeats", type=int, default=5, help="interleaved timing repeats")
     p.add_argument("--paper-size", action="store_true", help="also time the CIFAR-10 sizes")
+    p.add_argument("--device", default="cpu", help="where the epochs are timed (cpu, cuda)")
+    p.add_argument("--timing-only", action="store_true", help="time the epochs, train nothing")
     return p
 
 

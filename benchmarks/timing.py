@@ -26,7 +26,7 @@ __all__ = [
 
 
 def machine() -> str:
-    """One line naming the CPU, the thread count and the library versions."""
+    """One line naming the CPU, the thread count, the GPU if any and the library versions."""
     model = platform.processor() or "unknown CPU"
     try:
         with open("/proc/cpuinfo") as cpuinfo:
@@ -36,8 +36,11 @@ def machine() -> str:
                     break
     except OSError:
         pass
+    gpu = ""
+    if torch.cuda.is_available():
+        gpu = f", GPU {torch.cuda.get_device_name()} (CUDA {torch.version.cuda})"
     return (
-        f"{model}, {os.cpu_count()} CPUs, {torch.get_num_threads()} torch threads, "
+        f"{model}, {os.cpu_count()} CPUs, {torch.get_num_threads()} torch threads{gpu}, "
         f"torch {torch.__version__}, pyro-ppl {pyro.__version__}, "
         f"Python {platform.python_version()}"
     )

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import importlib.util
+import os
+import subprocess
+import sys
 from pathlib import Path
 from types import ModuleType
 
@@ -42,3 +45,20 @@ def test_benchmark_runs_quick(name, capsys, monkeypatch):
     out = capsys.readouterr().out
     assert out.startswith("Machine: ")
     assert "|---" in out
+
+
+def test_gpu_checks_run_the_steps_named(tmp_path):
+    """``gpu_checks.sh`` runs the steps in ``STEPS`` and only those (here, without a GPU, the
+    CUDA tests, which skip)."""
+    env = {**os.environ, "STEPS": "tests", "PYTHON": sys.executable}
+    done = subprocess.run(
+        ["bash", str(BENCHMARKS / "gpu_checks.sh"), str(tmp_path), str(tmp_path / "run"), "1"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=BENCHMARKS.parent,
+        check=True,
+    )
+    assert "== tests: exit status 0" in done.stdout
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["tests.txt"]
+    assert " passed" in (tmp_path / "tests.txt").read_text()
