@@ -146,9 +146,13 @@ def bench_preset(args: argparse.Namespace, name: str) -> Preset:
 
 
 def _fresh(run_dir: Path) -> bool:
-    """Whether ``metrics.json`` was written after the run's last ``model.pt``."""
+    """Whether a finished evaluation's ``metrics.json`` was written after the last ``model.pt``
+    (a stopped evaluation leaves a partial one, which ``evaluate`` continues)."""
     metrics, model = run_dir / "metrics.json", run_dir / "model.pt"
-    return metrics.exists() and model.exists() and metrics.stat().st_mtime >= model.stat().st_mtime
+    if not (metrics.exists() and model.exists()):
+        return False
+    newer = metrics.stat().st_mtime >= model.stat().st_mtime
+    return newer and not json.loads(metrics.read_text()).get("partial")
 
 
 def train_run(args: argparse.Namespace, name: str) -> tuple[torch.nn.Module, list[dict]]:

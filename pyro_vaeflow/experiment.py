@@ -8,6 +8,7 @@ directory holds ``config.json``, the phase checkpoints (``vae.ckpt``, ``glow.ckp
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import time
@@ -342,31 +343,83 @@ def evaluate(
       ``fid_vae_mean`` scores the VAE's means :math:`g_\mu(z)` for the same :math:`z`, to
       measure what the Glow layer adds (without a Glow layer, ``fid`` scores the means).
 
-    Results go to ``<run_dir>/metrics.json`` when ``run_dir`` is given.
+    With a ``run_dir``, the results go to ``<run_dir>/metrics.json`` after each of the three
+    stages (ELBO, importance sampling, FID), marked ``"partial": true`` until the last. An
+    evaluation that was stopped continues from there: a partial ``metrics.json`` of the same
+    weights (``model_sha1``) and the same settings keeps its finished stages. Each stage draws
+    from ``seed`` afresh, so a continued evaluation gives what an uninterrupted one gives.
     """
     started = time.perf_counter()
     images = _test_images(preset, data_dir, seed)
-    metrics: dict = {"preset": preset.name, "dataset": preset.dataset}
-    torch.manual_seed(seed)
+    path = None if run_dir is None else Path(run_dir) / "metrics.json"
+    settings = _evaluation_settings(model, preset, seed, fid)
+    metrics = _unfinished(path, settings)
     elbo_set = images[: preset.elbo_images]
-    with _evaluating(model):
-        nats = _per_datum(elbo, model, elbo_set, 500)
-        metrics.update(_importance(model, images[: preset.is_images], preset.is_samples, progress))
+    stages = {
+        "test_elbo_bpd": lambda: _elbo_metrics(model, elbo_set),
+        "test_is_bpd": lambda: _importance(
+            model, images[: preset.is_images], preset.is_samples, progress
+        ),
+    }
     if fid:
         options = {"weights": fid_weights, "cache_dir": fid_cache_dir, "progress": progress}
-        metrics.update(fid_scores(model, preset, data_dir=data_dir, seed=seed, **options))
-    metrics["test_elbo_bpd"] = float(bits_per_dim(nats.mean(), model.num_dims, _n_bits(model)))
-    metrics["test_elbo_images"] = len(elbo_set)
+        stages["fid"] = lambda: fid_scores(model, preset, data_dir=data_dir, seed=seed, **options)
+    for key, stage in stages.items():
+        if key not in metrics:
+            torch.manual_seed(seed)
+            with _evaluating(model):
+                metrics.update(stage())
+            _write(path, {**metrics, "partial": True})
+    metrics["evaluation_seconds"] = time.perf_counter() - started
+    _write(path, metrics)
+    return metrics
+
+
+def _elbo_metrics(model: nn.Module, images: torch.Tensor) -> dict:
+    nats = _per_datum(elbo, model, images, 500)
+    metrics = {
+        "test_elbo_bpd": float(bits_per_dim(nats.mean(), model.num_dims, _n_bits(model))),
+        "test_elbo_images": len(images),
+    }
     if isinstance(model, VAEFlow) and model.glow is not None:
         with _evaluating(model, glow_enabled=False):
-            plain = _per_datum(elbo, model, elbo_set, 500)
+            plain = _per_datum(elbo, model, images, 500)
         metrics["test_elbo_bpd_without_glow"] = float(bits_per_dim(plain.mean(), model.num_dims))
-    metrics["evaluation_seconds"] = time.perf_counter() - started
-    if run_dir is not None:
-        path = Path(run_dir) / "metrics.json"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(metrics, indent=2) + "\n")
     return metrics
+
+
+def _evaluation_settings(model: nn.Module, preset: Preset, seed: int, fid: bool) -> dict:
+    """What an evaluation's numbers depend on: the weights, the data and the sample sizes."""
+    digest = hashlib.sha1()
+    for name, tensor in model.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy())
+    settings = {"preset": preset.name, "dataset": preset.dataset, "model_sha1": digest.hexdigest()}
+    sizes = ("elbo_images", "is_images", "is_samples", "binarize")
+    if fid:
+        sizes += ("fid_samples", "temperature")
+    return {**settings, "seed": seed, **{key: getattr(preset, key) for key in sizes}}
+
+
+def _unfinished(path: Path | None, settings: dict) -> dict:
+    """The settings, with the finished stages of a stopped evaluation of the same settings."""
+    if path is None or not path.exists():
+        return dict(settings)
+    try:
+        found = json.loads(path.read_text())
+    except ValueError:  # not JSON (a file cut short, say): nothing to keep
+        return dict(settings)
+    same = all(found.get(key) == value for key, value in settings.items())
+    return found if found.pop("partial", False) and same else dict(settings)
+
+
+def _write(path: Path | None, metrics: dict) -> None:
+    if path is None:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_suffix(".json.tmp")
+    temporary.write_text(json.dumps(metrics, indent=2) + "\n")
+    temporary.replace(path)  # never a half-written metrics.json
 
 
 def make_figures(

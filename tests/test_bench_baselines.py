@@ -54,3 +54,13 @@ def test_a_stopped_run_resumes_within_its_budget(tmp_path, capsys, monkeypatch):
     metrics = baselines.run_one(args, "vaeflow")
     assert metrics["epochs"] == {"vae": 1, "glow": 1}
     assert json.loads((tmp_path / "vaeflow" / "metrics.json").read_text()) == metrics
+
+
+def test_a_partial_evaluation_is_not_taken_for_a_finished_one(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    baselines = load_script("baselines")
+    (tmp_path / "model.pt").write_bytes(b"")
+    (tmp_path / "metrics.json").write_text(json.dumps({"test_elbo_bpd": 5.0, "partial": True}))
+    assert not baselines._fresh(tmp_path)
+    (tmp_path / "metrics.json").write_text(json.dumps({"test_elbo_bpd": 5.0}))
+    assert baselines._fresh(tmp_path)

@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
+from pyro_vaeflow import experiment
 from pyro_vaeflow.experiment import (
     _samplers,
     _samples_at_temperature,
@@ -113,3 +115,59 @@ def test_the_decoder_means_are_scored_only_when_asked(vae_means, expected):
     samplers = _samplers(model, 3, 0.5, vae_means)
     assert sorted(samplers) == expected
     assert all(draw(3).shape == (3, 1, 28, 28) for draw in samplers.values())
+
+
+def _stopped_during_importance_sampling(model, preset, run_dir, monkeypatch) -> None:
+    def stop(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        patch.setattr(experiment, "_importance", stop)
+        with pytest.raises(KeyboardInterrupt):
+            evaluate(model, preset, run_dir, fid=False, progress=False)
+
+
+def test_a_stopped_evaluation_keeps_its_finished_stages_and_continues(tmp_path, monkeypatch):
+    preset = tiny("cpu", {"latent_dim": 4, **TINY})
+    model = VAEFlow((1, 28, 28), **preset.model)
+    uninterrupted = evaluate(model, preset, fid=False, progress=False)
+    _stopped_during_importance_sampling(model, preset, tmp_path, monkeypatch)
+    partial = json.loads((tmp_path / "metrics.json").read_text())
+    assert partial["partial"] is True
+    assert partial["test_elbo_bpd"] == uninterrupted["test_elbo_bpd"]
+    assert "test_is_bpd" not in partial
+    elbo_calls = []
+    monkeypatch.setattr(experiment, "_elbo_metrics", lambda *a: elbo_calls.append(a) or {})
+    resumed = evaluate(model, preset, tmp_path, fid=False, progress=False)
+    assert elbo_calls == []  # the finished stage was kept, not recomputed
+    for key in ("test_elbo_bpd", "test_elbo_bpd_without_glow", "test_is_bpd", "test_is_mean_ess"):
+        assert resumed[key] == uninterrupted[key], key
+    assert "partial" not in json.loads((tmp_path / "metrics.json").read_text())
+
+
+@pytest.mark.parametrize("change", ["weights", "settings", "finished"])
+def test_an_evaluation_continues_only_the_same_unfinished_one(change, tmp_path, monkeypatch):
+    preset = tiny("cpu", {"latent_dim": 4, **TINY})
+    model = VAEFlow((1, 28, 28), **preset.model)
+    _stopped_during_importance_sampling(model, preset, tmp_path, monkeypatch)
+    if change == "weights":
+        with torch.no_grad():
+            next(model.parameters()).add_(0.1)
+    elif change == "settings":
+        preset = override(preset, elbo_images=4)
+    else:
+        evaluate(model, preset, tmp_path, fid=False, progress=False)
+    elbo_calls = []
+    original = experiment._elbo_metrics
+    monkeypatch.setattr(
+        experiment, "_elbo_metrics", lambda *a: elbo_calls.append(a) or original(*a)
+    )
+    evaluate(model, preset, tmp_path, fid=False, progress=False)
+    assert len(elbo_calls) == 1
+
+
+def test_an_unreadable_metrics_file_is_replaced(tmp_path):
+    preset = tiny("cpu", {"latent_dim": 4, **TINY})
+    (tmp_path / "metrics.json").write_bytes(b'{"partial": tr')
+    metrics = evaluate(VAEFlow((1, 28, 28), **preset.model), preset, tmp_path, fid=False)
+    assert json.loads((tmp_path / "metrics.json").read_text()) == metrics
