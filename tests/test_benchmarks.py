@@ -34,6 +34,7 @@ def load_script(name: str) -> ModuleType:
         "bench_normflows",
         "bench_memory",
         "bench_fid",
+        "bench_ops",
     ],
 )
 def test_benchmark_runs_quick(name, capsys, monkeypatch):
