@@ -59,6 +59,7 @@ bench: $(VENV)/.installed-bench $(VENV)/.installed-fid
 	$(PY) benchmarks/bench_memory.py
 	$(PY) benchmarks/bench_fid.py
 	$(PY) benchmarks/bench_ops.py
+	$(PY) benchmarks/bench_allocator.py
 
 # The tables of trained models (docs/benchmarks.md, Tables 1-3 and the PixelCNN table); they
 # resume where they stopped, so a stopped `make bench-trained` continues when run again.

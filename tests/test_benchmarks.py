@@ -35,6 +35,7 @@ def load_script(name: str) -> ModuleType:
         "bench_memory",
         "bench_fid",
         "bench_ops",
+        "bench_allocator",
     ],
 )
 def test_benchmark_runs_quick(name, capsys, monkeypatch):
