@@ -151,8 +151,13 @@ def _fresh(run_dir: Path) -> bool:
     metrics, model = run_dir / "metrics.json", run_dir / "model.pt"
     if not (metrics.exists() and model.exists()):
         return False
-    newer = metrics.stat().st_mtime >= model.stat().st_mtime
-    return newer and not json.loads(metrics.read_text()).get("partial")
+    if metrics.stat().st_mtime < model.stat().st_mtime:
+        return False
+    try:
+        found = json.loads(metrics.read_text())
+    except ValueError:  # cut short: evaluate again
+        return False
+    return isinstance(found, dict) and not found.get("partial")
 
 
 def train_run(args: argparse.Namespace, name: str) -> tuple[torch.nn.Module, list[dict]]:

@@ -6,8 +6,8 @@ log-likelihood, backward and one ``torch.optim.Adam`` step. After ``--warmup`` u
 ``--steps`` steps run under a ``TorchDispatchMode`` that times every ATen operator call (forward
 and backward; on the CPU each call is synchronous, so its wall time is its cost) and counts its
 floating-point operations with ``torch.utils.flop_counter``'s formulas. The table groups the
-calls by operator and input shapes, largest total first, with each group's share of the step
-and its GFLOP/s. A plain step is timed before and after, so the overhead of the timing itself
+calls by operator and input shapes, largest total first, with each group's share of the timed
+calls and its GFLOP/s. A plain step is timed before and after, so the overhead of the timing itself
 shows: the steps under the timing mode are slower by its Python hook per call.
 
 ``torch.profiler`` is not used because on this machine it inflated some element-wise operators

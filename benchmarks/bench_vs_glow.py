@@ -113,6 +113,8 @@ def _row(label, vae, glow, pixels, batch, args, repeats=None) -> str:
 
 def main(args: argparse.Namespace) -> None:
     """Print the time-per-epoch table and the equal-budget table."""
+    if args.device != "cpu" and not args.timing_only:
+        raise SystemExit("--device applies to the epoch timing only: add --timing-only")
     if args.quick:
         args.timing_steps, args.repeats = 2, 1
     command = "python benchmarks/bench_vs_glow.py " + " ".join(sys.argv[1:])

@@ -4,29 +4,42 @@
 #   table2    Table 2's time per epoch on CUDA, at Fashion-MNIST and CIFAR-10 sizes;
 #   memory    the peak memory of a paper-cifar10 step with and without gradient checkpointing;
 #   normflows our Glow against normflows' on CUDA (needs normflows, the `bench` extra);
-#   train     the cpu-long preset trained on CUDA for TRAIN_SECONDS, then evaluated (no FID).
-# STEPS names the steps to run (default: all, in this order). Each step's output goes to
-# OUT_DIR/<step>.txt; the run to RUN_DIR.
+#   train     the cpu-long preset trained on CUDA for TRAIN_SECONDS, then evaluated (no FID);
+#   suite     the whole default test suite, 8 processes of 2 threads (needs pytest-xdist).
+# STEPS names the steps to run, separated by spaces (default: all but suite, in this order).
+# Each step's output goes to OUT_DIR/<step>.txt, the run to RUN_DIR (continued if it exists).
+# The exit status is 1 if a step failed.
 # Usage: [PYTHON=python3] [STEPS="tests table2"] bash benchmarks/gpu_checks.sh \
 #            [OUT_DIR] [RUN_DIR] [TRAIN_SECONDS]
 set -u
-out=${1:-runs/gpu}
-run=${2:-runs/gpu/cpu-long}
+out=$(realpath -m "${1:-runs/gpu}")
+run=$(realpath -m "${2:-runs/gpu/cpu-long}")
 seconds=${3:-180}
 py=${PYTHON:-python3}
+steps=${STEPS:-tests table2 memory normflows train}
+known=" tests table2 memory normflows train suite "
+for name in $steps; do
+    if [[ $known != *" $name "* ]]; then
+        echo "gpu_checks.sh: unknown step '$name'; the steps are:$known" >&2
+        exit 2
+    fi
+done
+cd "$(dirname "$0")/.." || exit 2
 mkdir -p "$out"
 export PYTHONUNBUFFERED=1
+status=0
 
 step() {
     local name=$1 limit=$2
     shift 2
-    [[ " ${STEPS:-tests table2 memory normflows train} " == *" $name "* ]] || return 0
+    [[ " $steps " == *" $name "* ]] || return 0
     echo "== $name ($(date -u +%H:%M:%S) UTC)"
     local began=$SECONDS
-    timeout "$limit" "$@" >"$out/$name.txt" 2>&1
-    local status=$?
+    timeout -k 10 "$limit" "$@" >"$out/$name.txt" 2>&1
+    local code=$?
     tail -n 25 "$out/$name.txt"
-    echo "== $name: exit status $status, $((SECONDS - began)) s"
+    echo "== $name: exit status $code, $((SECONDS - began)) s"
+    ((code == 0)) || status=1
 }
 
 if command -v nvidia-smi >/dev/null; then
@@ -37,6 +50,11 @@ step tests 240 "$py" -m pytest -q -o addopts="" -W default -rsw -p no:cacheprovi
 step table2 240 "$py" benchmarks/bench_vs_glow.py --paper-size --device cuda --timing-only
 step memory 240 "$py" benchmarks/bench_memory.py
 step normflows 240 "$py" benchmarks/bench_normflows.py --device cuda
+resume=()
+[[ -e $run/config.json ]] && resume=(--resume)
 step train $((seconds + 180)) "$py" -c 'import sys; from pyro_vaeflow.cli import main; sys.exit(main())' \
     train --preset cpu-long --device cuda --time-budget "$seconds" --run-dir "$run" \
-    --quiet --evaluate --no-fid
+    "${resume[@]}" --quiet --evaluate --no-fid
+step suite 900 env OMP_NUM_THREADS=2 "$py" -m pytest -q -n 8 -p no:cacheprovider -p no:benchmark \
+    -rfE --tb=short
+exit $status

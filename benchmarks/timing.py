@@ -82,6 +82,8 @@ def measure(
             start = time.perf_counter()
             for _ in range(number):
                 fn()
+            if torch.cuda.is_available():
+                torch.cuda.synchronize()  # a call may return before its GPU work ends
             times[name].append((time.perf_counter() - start) / number)
     return times
 

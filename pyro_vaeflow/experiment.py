@@ -345,15 +345,20 @@ def evaluate(
 
     With a ``run_dir``, the results go to ``<run_dir>/metrics.json`` after each of the three
     stages (ELBO, importance sampling, FID), marked ``"partial": true`` until the last. An
-    evaluation that was stopped continues from there: a partial ``metrics.json`` of the same
-    weights (``model_sha1``) and the same settings keeps its finished stages. Each stage draws
-    from ``seed`` afresh, so a continued evaluation gives what an uninterrupted one gives.
+    evaluation that was stopped continues from there: a partial ``metrics.json`` whose
+    ``"evaluation"`` entry (a hash of the weights, the seed and the preset's sample sizes) is this
+    evaluation's keeps its finished stages. Each stage draws from ``seed`` afresh, so a
+    continued evaluation gives what an uninterrupted one gives; ``evaluation_seconds`` adds up
+    the time of every call.
     """
     started = time.perf_counter()
     images = _test_images(preset, data_dir, seed)
     path = None if run_dir is None else Path(run_dir) / "metrics.json"
-    settings = _evaluation_settings(model, preset, seed, fid)
-    metrics = _unfinished(path, settings)
+    metrics = {"preset": preset.name, "dataset": preset.dataset}
+    if path is not None:
+        metrics["evaluation"] = _evaluation_settings(model, preset, seed)
+        metrics = _unfinished(path, metrics)
+    spent = metrics.pop("evaluation_seconds", 0.0)
     elbo_set = images[: preset.elbo_images]
     stages = {
         "test_elbo_bpd": lambda: _elbo_metrics(model, elbo_set),
@@ -369,13 +374,15 @@ def evaluate(
             torch.manual_seed(seed)
             with _evaluating(model):
                 metrics.update(stage())
+            metrics["evaluation_seconds"] = spent + time.perf_counter() - started
             _write(path, {**metrics, "partial": True})
-    metrics["evaluation_seconds"] = time.perf_counter() - started
+    metrics["evaluation_seconds"] = spent + time.perf_counter() - started
     _write(path, metrics)
     return metrics
 
 
 def _elbo_metrics(model: nn.Module, images: torch.Tensor) -> dict:
+    """The test ELBO of ``images`` in bits/dim (for a ``VAEFlow``, also without the Glow layer)."""
     nats = _per_datum(elbo, model, images, 500)
     metrics = {
         "test_elbo_bpd": float(bits_per_dim(nats.mean(), model.num_dims, _n_bits(model))),
@@ -388,38 +395,41 @@ def _elbo_metrics(model: nn.Module, images: torch.Tensor) -> dict:
     return metrics
 
 
-def _evaluation_settings(model: nn.Module, preset: Preset, seed: int, fid: bool) -> dict:
-    """What an evaluation's numbers depend on: the weights, the data and the sample sizes."""
+def _evaluation_settings(model: nn.Module, preset: Preset, seed: int) -> dict:
+    """What an evaluation's numbers depend on: the weights, the seed and the sample sizes."""
     digest = hashlib.sha1()
     for name, tensor in model.state_dict().items():
-        digest.update(name.encode())
+        digest.update(f"{name} {tensor.dtype} {tuple(tensor.shape)}".encode())
         digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy())
-    settings = {"preset": preset.name, "dataset": preset.dataset, "model_sha1": digest.hexdigest()}
-    sizes = ("elbo_images", "is_images", "is_samples", "binarize")
-    if fid:
-        sizes += ("fid_samples", "temperature")
-    return {**settings, "seed": seed, **{key: getattr(preset, key) for key in sizes}}
+    sizes = ("elbo_images", "is_images", "is_samples", "binarize", "fid_samples", "temperature")
+    settings = {"model_sha1": digest.hexdigest(), "seed": seed}
+    settings.update({key: getattr(preset, key) for key in sizes})
+    return json.loads(json.dumps(settings))  # as it reads back from metrics.json
 
 
-def _unfinished(path: Path | None, settings: dict) -> dict:
-    """The settings, with the finished stages of a stopped evaluation of the same settings."""
-    if path is None or not path.exists():
-        return dict(settings)
+def _unfinished(path: Path, metrics: dict) -> dict:
+    """``metrics``, or the finished stages of a stopped evaluation with the same settings."""
+    if not path.exists():
+        return metrics
     try:
         found = json.loads(path.read_text())
     except ValueError:  # not JSON (a file cut short, say): nothing to keep
-        return dict(settings)
-    same = all(found.get(key) == value for key, value in settings.items())
-    return found if found.pop("partial", False) and same else dict(settings)
+        return metrics
+    if not isinstance(found, dict) or not found.pop("partial", False):
+        return metrics
+    same = all(found.get(key) == value for key, value in metrics.items())
+    return found if same else metrics
 
 
 def _write(path: Path | None, metrics: dict) -> None:
+    """Write ``metrics`` to ``path`` (if any) as JSON, atomically: a stop leaves the old file or
+    the new one, never half of one."""
     if path is None:
         return
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_suffix(".json.tmp")
     temporary.write_text(json.dumps(metrics, indent=2) + "\n")
-    temporary.replace(path)  # never a half-written metrics.json
+    temporary.replace(path)
 
 
 def make_figures(

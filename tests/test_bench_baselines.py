@@ -62,5 +62,7 @@ def test_a_partial_evaluation_is_not_taken_for_a_finished_one(tmp_path, monkeypa
     (tmp_path / "model.pt").write_bytes(b"")
     (tmp_path / "metrics.json").write_text(json.dumps({"test_elbo_bpd": 5.0, "partial": True}))
     assert not baselines._fresh(tmp_path)
+    (tmp_path / "metrics.json").write_text('{"test_elbo_bpd": 5.')
+    assert not baselines._fresh(tmp_path)
     (tmp_path / "metrics.json").write_text(json.dumps({"test_elbo_bpd": 5.0}))
     assert baselines._fresh(tmp_path)

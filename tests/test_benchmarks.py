@@ -49,18 +49,27 @@ def test_benchmark_runs_quick(name, capsys, monkeypatch):
     assert "|---" in out
 
 
+def gpu_checks(tmp_path, steps: str, python: str = sys.executable):
+    env = {**os.environ, "STEPS": steps, "PYTHON": python}
+    script = BENCHMARKS / "gpu_checks.sh"
+    command = ["bash", str(script), str(tmp_path / "out"), str(tmp_path / "run"), "1"]
+    return subprocess.run(command, capture_output=True, text=True, env=env, cwd=tmp_path)
+
+
 def test_gpu_checks_run_the_steps_named(tmp_path):
     """``gpu_checks.sh`` runs the steps in ``STEPS`` and only those (here, without a GPU, the
-    CUDA tests, which skip)."""
-    env = {**os.environ, "STEPS": "tests", "PYTHON": sys.executable}
-    done = subprocess.run(
-        ["bash", str(BENCHMARKS / "gpu_checks.sh"), str(tmp_path), str(tmp_path / "run"), "1"],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=BENCHMARKS.parent,
-        check=True,
-    )
+    CUDA tests, which skip), from any directory."""
+    done = gpu_checks(tmp_path, "tests")
+    assert done.returncode == 0, done.stderr
     assert "== tests: exit status 0" in done.stdout
-    assert sorted(path.name for path in tmp_path.iterdir()) == ["tests.txt"]
-    assert " passed" in (tmp_path / "tests.txt").read_text()
+    assert sorted(path.name for path in (tmp_path / "out").iterdir()) == ["tests.txt"]
+    assert " passed" in (tmp_path / "out" / "tests.txt").read_text()
+
+
+def test_gpu_checks_report_failures_and_unknown_steps(tmp_path):
+    failed = gpu_checks(tmp_path, "tests", python="false")
+    assert failed.returncode == 1
+    assert "== tests: exit status 1" in failed.stdout
+    unknown = gpu_checks(tmp_path, "tests,table2")
+    assert unknown.returncode == 2
+    assert "unknown step 'tests,table2'" in unknown.stderr

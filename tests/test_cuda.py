@@ -1,8 +1,9 @@
 """The CUDA path: on a GPU, every flow and every model computes what it computes on the CPU.
 
-Each test builds one object on the CPU, copies it to the GPU and compares the two in float64, so
-that TF32 convolutions cannot hide a wrong log-determinant. Without CUDA the tests skip (CI has
-no GPU); on a GPU machine run ``pytest tests/test_cuda.py``.
+The flow and model tests build one object on the CPU, copy it to the GPU and compare the two in
+float64, so that TF32 convolutions cannot hide a wrong log-determinant; the others train, resume,
+sample and run the CLI on the GPU. Without CUDA the tests skip (CI has no GPU); on a GPU machine
+run ``pytest tests/test_cuda.py`` (``benchmarks/gpu_checks.sh`` does).
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ def test_flow_matches_the_cpu(name, factory, shape, float64):
     _close(y_gpu, y)
     _close(on_gpu.log_abs_det_jacobian(x.to(CUDA), y_gpu), flow.log_abs_det_jacobian(x, y))
     _close(on_gpu.inv(y.to(CUDA)), flow.inv(y))
-    assert on_gpu.inv(y_gpu) is not None
+    _close(on_gpu.inv(y_gpu), x)  # the cached pair
 
 
 def _log_weight(model, x: torch.Tensor, latents: dict) -> torch.Tensor:
@@ -66,14 +67,21 @@ def test_model_log_weight_matches_the_cpu(name, float64):
         x = binarize(fashion_pixels(4), torch.Generator().manual_seed(0)).double()
     guide = poutine.trace(model.guide).get_trace(x)
     latents = {
-        site: guide.nodes[site]["value"]
+        site: guide.nodes[site]["value"].detach()
         for site in guide.stochastic_nodes
         if not site_is_subsample(guide.nodes[site])
     }
     on_gpu = copy.deepcopy(model).to(CUDA)
     expected = _log_weight(model, x, latents)
     gpu_latents = {site: value.to(CUDA) for site, value in latents.items()}
-    _close(_log_weight(on_gpu, x.to(CUDA), gpu_latents), expected)
+    actual = _log_weight(on_gpu, x.to(CUDA), gpu_latents)
+    _close(actual, expected)
+    expected.backward()
+    actual.backward()
+    gradients = dict(on_gpu.named_parameters())
+    for name, parameter in model.named_parameters():
+        if parameter.grad is not None:
+            _close(gradients[name].grad, parameter.grad)
 
 
 def test_training_and_sampling_stay_on_the_gpu(tmp_path):
@@ -101,7 +109,7 @@ def test_training_and_sampling_stay_on_the_gpu(tmp_path):
     assert [row["epoch"] for row in resumed] == [1, 2]
 
 
-def test_a_run_trained_on_the_gpu_evaluates_and_samples_on_the_cpu(tmp_path):
+def test_a_run_trained_on_the_gpu_evaluates_on_the_cpu_and_samples_on_the_gpu(tmp_path):
     run = ["--run-dir", str(tmp_path), "--quiet"]
     tiny = ["--train-images", "48", "--vae-epochs", "1", "--glow-epochs", "1"]
     assert main(["train", *run, *tiny, "--device", "cuda"]) == 0

@@ -145,6 +145,19 @@ def test_a_stopped_evaluation_keeps_its_finished_stages_and_continues(tmp_path, 
     assert "partial" not in json.loads((tmp_path / "metrics.json").read_text())
 
 
+def test_a_stopped_evaluation_without_fid_continues_with_fid(tmp_path, monkeypatch):
+    preset = tiny("cpu", {"latent_dim": 4, **TINY})
+    model = VAEFlow((1, 28, 28), **preset.model)
+    _stopped_during_importance_sampling(model, preset, tmp_path, monkeypatch)
+    spent = json.loads((tmp_path / "metrics.json").read_text())["evaluation_seconds"]
+    monkeypatch.setattr(experiment, "fid_scores", lambda *a, **k: {"fid": 12.5})
+    monkeypatch.setattr(experiment, "_elbo_metrics", lambda *a: pytest.fail("ELBO recomputed"))
+    metrics = evaluate(model, preset, tmp_path, progress=False)
+    assert metrics["fid"] == 12.5
+    assert "test_is_bpd" in metrics
+    assert metrics["evaluation_seconds"] > spent
+
+
 @pytest.mark.parametrize("change", ["weights", "settings", "finished"])
 def test_an_evaluation_continues_only_the_same_unfinished_one(change, tmp_path, monkeypatch):
     preset = tiny("cpu", {"latent_dim": 4, **TINY})
@@ -166,8 +179,9 @@ def test_an_evaluation_continues_only_the_same_unfinished_one(change, tmp_path, 
     assert len(elbo_calls) == 1
 
 
-def test_an_unreadable_metrics_file_is_replaced(tmp_path):
+@pytest.mark.parametrize("content", [b'{"partial": tr', b"[1, 2]", b"null", b"\xff\xfe"])
+def test_an_unreadable_metrics_file_is_replaced(content, tmp_path):
     preset = tiny("cpu", {"latent_dim": 4, **TINY})
-    (tmp_path / "metrics.json").write_bytes(b'{"partial": tr')
+    (tmp_path / "metrics.json").write_bytes(content)
     metrics = evaluate(VAEFlow((1, 28, 28), **preset.model), preset, tmp_path, fid=False)
     assert json.loads((tmp_path / "metrics.json").read_text()) == metrics
