@@ -36,6 +36,7 @@ def load_script(name: str) -> ModuleType:
         "bench_fid",
         "bench_ops",
         "bench_allocator",
+        "flops_glow_layer",
     ],
 )
 def test_benchmark_runs_quick(name, capsys, monkeypatch):
