@@ -1,17 +1,16 @@
 r"""Peak memory of a VAEFlow training step with and without gradient checkpointing.
 
-The model is the paper's CIFAR-10 model, ``VAEFlow((3, 32, 32),
-**PRESETS["paper-cifar10"].model)`` (a Glow layer of 32 additive steps of width 512 on
-3×32×32), built twice from one seed: once as it is and once with ``glow_checkpoint=True``. One
-training step is the ``Trace_ELBO`` loss of a batch (``differentiable_loss``, one sample of
-:math:`z` per image) and its backward pass, no optimiser step, in phase ``"glow"`` (only the Glow
-layer trained, as in phase 2) and in phase ``"joint"`` (everything trained), each set up by
-``pyro_vaeflow.training.phase``. CIFAR-10 cannot be read offline here: the batch is the first
-Fashion-MNIST training images, dequantised, padded with zeros to 32×32 and copied to 3
-channels (the memory does not depend on the values). The Glow layer starts as the exact identity,
-whose zero last conditioner layers would block every gradient to the layers before them; its
-weights are therefore moved by 0.01 N(0, 1) (seeded) first, so that every gradient compared
-below is non-zero.
+The model is the paper's CIFAR-10 model, ``VAEFlow((3, 32, 32), **PRESETS["paper-cifar10"].model)``
+(a Glow layer of 32 additive steps of width 512 on 12×16×16, after a squeeze), built twice from one
+seed: once as it is and once with ``glow_checkpoint=True``. One training step is the ``Trace_ELBO``
+loss of a batch (``differentiable_loss``, one sample of :math:`z` per image) and its backward pass,
+no optimiser step, in phase ``"glow"`` (only the Glow layer trained, as in phase 2) and in phase
+``"joint"`` (everything trained), each set up by ``pyro_vaeflow.training.phase``. CIFAR-10 cannot be
+read offline here: the batch is the first Fashion-MNIST training images, dequantised, padded with
+zeros to 32×32 and copied to 3 channels (the memory does not depend on the values). The Glow layer
+starts as the exact identity, whose zero last conditioner layers would block every gradient to the
+layers before them; its weights are therefore moved by 0.01 N(0, 1) (seeded) first, so that every
+gradient compared below is non-zero.
 
 Each configuration runs in a fresh process (this script with ``--child``), so one
 configuration's freed memory cannot hide another's peak. The process builds the model, runs one
