@@ -94,9 +94,10 @@ def _paper_model(depth: int) -> dict:
         "glow_depth": 32,
         "glow_hidden_channels": 512,
         "glow_coupling": "additive",
-        # One squeeze to 12×16×16, as openai/glow does before its steps even with one level: the
-        # paper's "no squeeze" layer of width 512 on 3×32×32 could not train in its 162 s per
-        # epoch (benchmarks/flops_glow_layer.py).
+        # One 2×2 squeeze before the steps (12×16×16 for CIFAR-10, 12×32×32 for CelebA 64×64),
+        # as openai/glow does even with one level. The paper says "no squeeze", but width 512 on
+        # 3×32×32 would need 148% of a GTX 1080 Ti's fp32 peak for its 162 s CIFAR-10 epoch
+        # (benchmarks/flops_glow_layer.py; docs/benchmarks.md, Table 2).
         "glow_squeeze": 1,
     }
 
@@ -204,7 +205,7 @@ PRESETS: dict[str, Preset] = {
         ),
         Preset(
             "paper-cifar10",
-            "the paper's CIFAR-10: ResNet depth 3, prior 16x(1024, 1024), squeeze, Glow 32x512",
+            "the paper's CIFAR-10 model: ResNet depth 3, prior 16x(1024, 1024), Glow 32x512",
             "cifar10",
             (3, 32, 32),
             _paper_model(3),
@@ -212,7 +213,7 @@ PRESETS: dict[str, Preset] = {
         ),
         Preset(
             "paper-celeba",
-            "the paper's CelebA 64x64: ResNet depth 4, prior 16x(1024, 1024), squeeze, Glow 32x512",
+            "the paper's CelebA 64x64 model: ResNet depth 4, prior 16x(1024, 1024), Glow 32x512",
             "celeba",
             (3, 64, 64),
             _paper_model(4),

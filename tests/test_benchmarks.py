@@ -74,3 +74,11 @@ def test_gpu_checks_report_failures_and_unknown_steps(tmp_path):
     unknown = gpu_checks(tmp_path, "tests,table2")
     assert unknown.returncode == 2
     assert "unknown step 'tests,table2'" in unknown.stderr
+
+
+def test_the_glow_layer_floor_is_flops_over_the_peak(monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    script = load_script("flops_glow_layer")
+    assert script.epoch_floor(54.26e9, 50000, 11.34) == pytest.approx(239.2, abs=0.1)
+    # A squeeze quarters the pixels the 1x1 convolution runs on, at 4x its input channels.
+    assert script.step_flops(0, 256, 1) > 2.5 * script.step_flops(1, 256, 1)

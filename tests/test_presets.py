@@ -51,6 +51,7 @@ def test_paper_presets_have_the_paper_sizes():
         assert preset.model["glow_depth"] == 32
         assert preset.model["glow_hidden_channels"] == 512
         assert preset.model["glow_coupling"] == "additive"
+        assert preset.model["glow_squeeze"] == 1  # as openai/glow (see presets.py)
         assert preset.model["prior_layers"] == 16
         assert preset.model["prior_hidden_dims"] == (1024, 1024)
         assert preset.model["depth"] == depth
