@@ -369,6 +369,9 @@ def evaluate(
     if fid:
         options = {"weights": fid_weights, "cache_dir": fid_cache_dir, "progress": progress}
         stages["fid"] = lambda: fid_scores(model, preset, data_dir=data_dir, seed=seed, **options)
+    kept = [key for key in stages if key in metrics]
+    if kept and progress:
+        tqdm.write(f"evaluate: continuing a stopped evaluation; kept {', '.join(kept)} ({path})")
     for key, stage in stages.items():
         if key not in metrics:
             torch.manual_seed(seed)

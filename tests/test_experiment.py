@@ -127,7 +127,9 @@ def _stopped_during_importance_sampling(model, preset, run_dir, monkeypatch) -> 
             evaluate(model, preset, run_dir, fid=False, progress=False)
 
 
-def test_a_stopped_evaluation_keeps_its_finished_stages_and_continues(tmp_path, monkeypatch):
+def test_a_stopped_evaluation_keeps_its_finished_stages_and_continues(
+    tmp_path, monkeypatch, capsys
+):
     preset = tiny("cpu", {"latent_dim": 4, **TINY})
     model = VAEFlow((1, 28, 28), **preset.model)
     uninterrupted = evaluate(model, preset, fid=False, progress=False)
@@ -138,8 +140,9 @@ def test_a_stopped_evaluation_keeps_its_finished_stages_and_continues(tmp_path, 
     assert "test_is_bpd" not in partial
     elbo_calls = []
     monkeypatch.setattr(experiment, "_elbo_metrics", lambda *a: elbo_calls.append(a) or {})
-    resumed = evaluate(model, preset, tmp_path, fid=False, progress=False)
+    resumed = evaluate(model, preset, tmp_path, fid=False, progress=True)
     assert elbo_calls == []  # the finished stage was kept, not recomputed
+    assert "kept test_elbo_bpd" in capsys.readouterr().out
     for key in ("test_elbo_bpd", "test_elbo_bpd_without_glow", "test_is_bpd", "test_is_mean_ess"):
         assert resumed[key] == uninterrupted[key], key
     assert "partial" not in json.loads((tmp_path / "metrics.json").read_text())
