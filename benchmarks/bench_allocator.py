@@ -28,8 +28,6 @@ import json
 import os
 import resource
 import statistics
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -39,7 +37,7 @@ from pyro_vaeflow.transforms import glow
 
 from bench_glow_step import training_step
 from bench_peak import svi_step
-from timing import load_average, machine
+from timing import child_result, load_average, machine
 
 TUNED = {
     "MALLOC_MMAP_THRESHOLD_": "33554432",
@@ -81,13 +79,11 @@ def run_child(name: str, tuned: bool, args: argparse.Namespace) -> dict:
     env = {k: v for k, v in os.environ.items() if k not in TUNED}
     if tuned:
         env.update(TUNED)
-    command = [sys.executable, str(Path(__file__).resolve()), "--child", name]
-    command += ["--steps", str(args.steps)] + (["--quick"] if args.quick else [])
-    done = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
-    for line in done.stdout.splitlines():
-        if line.startswith("RESULT "):
-            return json.loads(line[len("RESULT ") :])
-    raise RuntimeError(f"{name} ({'tuned' if tuned else 'default'}) failed:\n{done.stderr}")
+    arguments = [name, "--steps", str(args.steps)] + (["--quick"] if args.quick else [])
+    try:
+        return child_result(Path(__file__).resolve(), arguments, env)
+    except RuntimeError as error:
+        raise RuntimeError(f"{name} ({'tuned' if tuned else 'default'}) failed: {error}") from error
 
 
 def main(args: argparse.Namespace) -> None:

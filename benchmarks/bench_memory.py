@@ -57,8 +57,6 @@ import json
 import os
 import resource
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -72,7 +70,7 @@ from pyro_vaeflow.models import VAEFlow
 from pyro_vaeflow.presets import PRESETS
 from pyro_vaeflow.training import phase as training_phase
 
-from timing import fashion_mnist, load_average, machine
+from timing import child_result, fashion_mnist, load_average, machine
 
 TARGET = 3.0  # the issue's target: at least 3x less peak memory with checkpointing
 GIB = 2**30
@@ -263,13 +261,10 @@ def available_bytes() -> int | None:
 
 def run_child(spec: dict) -> dict:
     """Run :func:`child` in a fresh Python process; its result, or ``{"error": ...}``."""
-    command = [sys.executable, str(Path(__file__).resolve()), "--child", json.dumps(spec)]
-    done = subprocess.run(command, capture_output=True, text=True)
-    for line in done.stdout.splitlines():
-        if line.startswith("RESULT "):
-            return json.loads(line[len("RESULT ") :])
-    tail = (done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[-1]
-    return {"error": tail}
+    try:
+        return child_result(Path(__file__).resolve(), [json.dumps(spec)])
+    except RuntimeError as error:
+        return {"error": str(error)}
 
 
 def relative_differences(first: str, second: str) -> tuple[float, float]:

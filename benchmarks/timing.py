@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import platform
 import statistics
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Hashable, Sequence
 
@@ -16,6 +19,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from pyro_vaeflow.data import dequantize, load_images
 
 __all__ = [
+    "child_result",
     "count_flops",
     "fashion_mnist",
     "load_average",
@@ -108,3 +112,15 @@ def fashion_mnist(count: int, split: str = "train", seed: int = 0) -> torch.Tens
     """The first ``count`` Fashion-MNIST images of ``split``, dequantised to [0, 1) (seeded)."""
     pixels = load_images("fashion-mnist", split)[:count]
     return dequantize(pixels, generator=torch.Generator().manual_seed(seed))
+
+
+def child_result(script: str, arguments: Sequence[str], env: dict | None = None) -> dict:
+    """Run ``python script --child ARGUMENTS`` in a fresh process; the JSON it prints after
+    ``RESULT ``. A process that prints none raises :class:`RuntimeError` with the last line of
+    its standard error (or its exit status)."""
+    command = [sys.executable, str(script), "--child", *arguments]
+    done = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
+    for line in done.stdout.splitlines():
+        if line.startswith("RESULT "):
+            return json.loads(line[len("RESULT ") :])
+    raise RuntimeError((done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[-1])
