@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import os
 import pickle
-import tempfile
 import warnings
 import zipfile
 from pathlib import Path
 
 import torch
+
+from pyro_vaeflow.files import atomic_write
 
 __all__ = ["CheckpointError", "load_checkpoint", "save_checkpoint"]
 
@@ -35,19 +36,7 @@ def save_checkpoint(payload: dict, path: str | os.PathLike) -> Path:
         >>> save_checkpoint({"kind": "demo", "step": 3}, path).name
         'run.ckpt'
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            torch.save(payload, stream)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write(path, lambda stream: torch.save(payload, stream))
 
 
 def load_checkpoint(path: str | os.PathLike, kind: str | None = None) -> dict:

@@ -5,12 +5,13 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from pyro_vaeflow.validation import check_int
+
 __all__ = ["dequantize", "quantize"]
 
 
 def _check_bits(n_bits: int) -> None:
-    if isinstance(n_bits, bool) or not isinstance(n_bits, int) or not 1 <= n_bits <= 8:
-        raise ValueError(f"n_bits must be an integer in 1..8, got {n_bits!r}")
+    check_int("n_bits", n_bits, low=1, high=8)
 
 
 def dequantize(

@@ -23,13 +23,13 @@ from torch.distributions import constraints
 from torch.distributions.utils import broadcast_all
 from torch.nn import functional as F
 
+from pyro_vaeflow.validation import check_int
+
 __all__ = ["Dequantized", "DiscretizedLogistic", "to_levels"]
 
 
 def _check_bits(n_bits: int, high: int = 16) -> int:
-    if isinstance(n_bits, bool) or not isinstance(n_bits, int) or not 1 <= n_bits <= high:
-        raise ValueError(f"n_bits must be an integer in 1..{high}, got {n_bits!r}")
-    return n_bits
+    return check_int("n_bits", n_bits, low=1, high=high)
 
 
 def to_levels(x: Tensor, n_bits: int) -> Tensor:

@@ -10,6 +10,8 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from pyro_vaeflow.validation import check_int
+
 __all__ = ["Statistics", "activations", "check_images", "moments", "statistics"]
 
 #: A batch sampler: ``sampler(n)`` returns ``n`` images ``[n, C, H, W]`` in :math:`[0, 1]`.
@@ -132,12 +134,9 @@ def activations(
         >>> activations(sampler, network, n_images=3, progress=False).shape
         (3, 12)
     """
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-    if n_images is not None and (
-        isinstance(n_images, bool) or not isinstance(n_images, int) or n_images < 1
-    ):
-        raise ValueError(f"n_images must be a positive integer or None, got {n_images!r}")
+    check_int("batch_size", batch_size)
+    if n_images is not None:
+        check_int("n_images", n_images)
     if isinstance(images, Tensor):
         check_images(images[:0])
         if len(images) == 0:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -12,8 +11,10 @@ from pathlib import Path
 import numpy as np
 from torch import Tensor, nn
 
+from pyro_vaeflow.files import atomic_write
 from pyro_vaeflow.metrics.features import Statistics, statistics
 from pyro_vaeflow.metrics.inception import inception_network, weights_hash
+from pyro_vaeflow.validation import check_int
 
 __all__ = ["default_cache_dir", "reference_statistics"]
 
@@ -54,15 +55,10 @@ def _read(path: Path, n: int, hash_: str) -> Statistics:
 
 def _write(path: Path, stats: Statistics, n: int, hash_: str) -> None:
     # Atomically: a file is either complete or absent, even if two processes race.
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".tmp", delete=False) as file:
-        try:
-            np.savez(file, mu=stats.mu, sigma=stats.sigma, n=n, weights_hash=hash_)
-            file.close()
-            os.replace(file.name, path)
-        except BaseException:
-            os.unlink(file.name)
-            raise
+    def write(stream) -> None:
+        np.savez(stream, mu=stats.mu, sigma=stats.sigma, n=n, weights_hash=hash_)
+
+    atomic_write(path, write)
 
 
 def reference_statistics(
@@ -122,8 +118,7 @@ def reference_statistics(
         if not isinstance(images, Tensor):
             raise TypeError(f"images must be a tensor [N, C, H, W], got {type(images).__name__}")
         n_images = len(images)
-    if isinstance(n_images, bool) or not isinstance(n_images, int) or n_images < 2:
-        raise ValueError(f"a covariance needs at least 2 images, got n_images={n_images!r}")
+    check_int("n_images", n_images, low=2)  # a covariance needs two
     network = inception_network() if network is None else network
     hash_ = getattr(network, "weights_hash", None) or weights_hash(network)
     folder = default_cache_dir() / "fid" if cache_dir is None else Path(cache_dir)

@@ -24,6 +24,8 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 from tqdm.auto import tqdm
 
+from pyro_vaeflow.validation import check_int
+
 __all__ = ["MaskedConv2d", "PixelCNN", "channel_groups", "pixelcnn_mask"]
 
 _MASK_TYPES = ("A", "B")
@@ -184,8 +186,7 @@ class PixelCNN(nn.Module):
             ("num_layers", num_layers, 1),
             ("cond_channels", cond_channels, 0),
         ):
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+            check_int(name, value, low)
         if isinstance(kernel_size, bool) or not isinstance(kernel_size, int):
             raise ValueError(f"kernel_size must be an odd integer, got {kernel_size!r}")
         _pair(kernel_size)

@@ -17,8 +17,6 @@ from torch import Tensor, nn
 
 from pyro_vaeflow.distributions import FlowNormal
 from pyro_vaeflow.plotting._common import (
-    check_int,
-    check_temperature,
     format_temperature,
     new_figure,
     panel_inches,
@@ -27,6 +25,7 @@ from pyro_vaeflow.plotting._common import (
     show_grid,
 )
 from pyro_vaeflow.plotting.utils import image_grid
+from pyro_vaeflow.validation import check_int, check_number
 
 if TYPE_CHECKING:
     from pyro_vaeflow.models import VAEFlow
@@ -80,10 +79,10 @@ def plot_samples(
     check_int("n", n)
     if isinstance(temperatures, (int, float, str)):
         raise ValueError(f"temperatures must be a sequence of numbers, got {temperatures!r}")
-    temperatures = [check_temperature("temperature", t) for t in temperatures]
+    temperatures = [check_number("temperature", t, low=0.0) for t in temperatures]
     if not temperatures:
         raise ValueError("temperatures must name at least one temperature")
-    prior_temperature = check_temperature("prior_temperature", prior_temperature)
+    prior_temperature = check_number("prior_temperature", prior_temperature, low=0.0)
     nrow = math.ceil(math.sqrt(n)) if nrow is None else nrow
     check_int("nrow", nrow)
     grids = []
@@ -170,8 +169,8 @@ def plot_sharpening(
     """
     check_int("n", n)
     check_int("samples_per_z", samples_per_z)
-    temperature = check_temperature("temperature", temperature)
-    prior_temperature = check_temperature("prior_temperature", prior_temperature)
+    temperature = check_number("temperature", temperature, low=0.0)
+    prior_temperature = check_number("prior_temperature", prior_temperature, low=0.0)
     with sampling(vae, seed):
         z = vae.sample_latents(n, prior_temperature)
         mean = vae.decoder_mean(z)
@@ -239,8 +238,8 @@ def plot_interpolation(
     check_int("steps", steps, low=2)
     if method not in _METHODS:
         raise ValueError(f"method must be one of {_METHODS}, got {method!r}")
-    temperature = check_temperature("temperature", temperature)
-    prior_temperature = check_temperature("prior_temperature", prior_temperature)
+    temperature = check_number("temperature", temperature, low=0.0)
+    prior_temperature = check_number("prior_temperature", prior_temperature, low=0.0)
     with sampling(vae, seed):
         prior = vae.prior(1.0)
         if isinstance(prior, FlowNormal):  # a Gaussian base pushed through a flow h

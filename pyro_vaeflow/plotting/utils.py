@@ -16,7 +16,8 @@ import torchvision
 from matplotlib.figure import Figure
 from torch import Tensor
 
-from pyro_vaeflow.plotting._common import check_int
+from pyro_vaeflow.files import atomic_write
+from pyro_vaeflow.validation import check_int
 
 __all__ = ["image_grid", "save_figure"]
 
@@ -89,8 +90,10 @@ def save_figure(fig: Figure, path: str | Path, dpi: int = 150) -> Path:
     path = Path(path)
     if not path.suffix:
         path = path.with_suffix(".png")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=dpi, bbox_inches="tight")
+    fig_format = path.suffix[1:]
+    atomic_write(
+        path, lambda stream: fig.savefig(stream, format=fig_format, dpi=dpi, bbox_inches="tight")
+    )
     pyplot = sys.modules.get("matplotlib.pyplot")  # only if the user has imported it
     if pyplot is not None:
         pyplot.close(fig)
