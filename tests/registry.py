@@ -14,6 +14,7 @@ from pyro_vaeflow.transforms import (
     AdditiveCoupling2d,
     AffineCoupling1d,
     AffineCoupling2d,
+    AutoregressiveFlow,
     InvConv1x1,
     Squeeze2d,
     Unsqueeze2d,
@@ -62,4 +63,14 @@ CASES = [
     ),
     ("AffineCoupling1d", lambda: perturb(AffineCoupling1d(5, hidden_dims=(8, 8))), (5,)),
     ("realnvp", lambda: perturb(realnvp(4, num_layers=3, hidden_dims=(8, 8))), (4,)),
+    (
+        "AutoregressiveFlow-affine",
+        lambda: perturb(AutoregressiveFlow(4, num_steps=2, hidden_dims=(8,), affine=True)),
+        (4,),
+    ),
+    (
+        "AutoregressiveFlow-shift",
+        lambda: perturb(AutoregressiveFlow(3, num_steps=3, hidden_dims=(6, 6))),
+        (3,),
+    ),
 ]

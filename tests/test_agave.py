@@ -10,9 +10,8 @@ import torch
 from pyro import poutine
 from pyro.infer import Trace_ELBO
 
-from pyro_vaeflow.checkpoint import CheckpointError
 from pyro_vaeflow.infer import bits_per_dim, elbo, log_likelihood
-from pyro_vaeflow.models import AGAVE, VLAE
+from pyro_vaeflow.models import AGAVE
 from pyro_vaeflow.training import fit
 from tests.helpers import fashion_images, fashion_pixels
 
@@ -118,13 +117,6 @@ def test_samples_are_pixel_levels(capsys):
     assert model.reconstruct(fashion_images(2), progress=False).shape == (2, 1, 28, 28)
 
 
-def test_every_parameter_gets_a_gradient():
-    model = tiny_agave(aux_downsample=2)
-    Trace_ELBO().differentiable_loss(model.model, model.guide, fashion_images(4)).backward()
-    missing = [name for name, p in model.named_parameters() if p.grad is None]
-    assert not missing
-
-
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
@@ -145,14 +137,6 @@ def test_rejects_bad_arguments(kwargs, message):
         tiny_agave(**kwargs)
 
 
-def test_rejects_bad_images():
-    model = tiny_agave()
-    with pytest.raises(ValueError, match="float"):
-        model.model(fashion_pixels(2))
-    with pytest.raises(ValueError, match="range"):
-        model.guide(fashion_images(2) - 1)
-
-
 def test_fashion_mnist_smoke_fit_and_importance_sampling():
     """A few steps on real Fashion-MNIST; then the importance-sampled log p(x) ≥ the ELBO."""
     model = tiny_agave(aux_levels=32, aux_downsample=2)
@@ -166,19 +150,3 @@ def test_fashion_mnist_smoke_fit_and_importance_sampling():
     assert bound.shape == log_px.shape == (6,)
     assert log_px.mean() >= bound.mean()
     assert 0 < bits_per_dim(log_px.mean(), model.num_dims, model.n_bits) < 10
-
-
-def test_save_load_round_trip(tmp_path):
-    model = tiny_agave(aux_levels=16, aux_downsample=2, aux_weight=0.5, kl_weight=3.0)
-    model.eval()
-    loaded = AGAVE.load(model.save(tmp_path / "agave.pt"))
-    assert loaded.config == model.config
-    loaded.eval()
-    x = fashion_images(4)
-    pyro.set_rng_seed(0)
-    expected = elbo(model.model, model.guide, x, num_particles=2)
-    pyro.set_rng_seed(0)
-    torch.testing.assert_close(elbo(loaded.model, loaded.guide, x, num_particles=2), expected)
-    vlae = VLAE((1, 28, 28), latent_dim=4, base_channels=4, fc_dim=8, prior_steps=0)
-    with pytest.raises(CheckpointError, match="vlae"):
-        AGAVE.load(vlae.save(tmp_path / "vlae.pt"))

@@ -10,11 +10,11 @@ from pyro.infer import Predictive, Trace_ELBO
 
 from pyro_vaeflow import infer
 from pyro_vaeflow.checkpoint import CheckpointError
-from pyro_vaeflow.models import Glow, VAEFlow
+from pyro_vaeflow.models import Glow
 from pyro_vaeflow.models.glow import MultiscaleGlowDistribution
 from pyro_vaeflow.training import fit
 from pyro_vaeflow.transforms import ActNorm2d
-from tests.helpers import fashion_images, fashion_pixels, tiny_vae
+from tests.helpers import fashion_images, fashion_pixels
 from tests.registry import perturb
 
 TINY = {"depth": 2, "hidden_channels": 6}
@@ -198,30 +198,13 @@ def test_checkpointing_gives_the_same_loss_and_gradients(float64):
             checkpointed.load_state_dict(plain.state_dict())
 
 
-def test_every_parameter_receives_a_gradient():
-    model = trained_like((1, 8, 8), 2)
-    (-model.log_prob(torch.rand(4, 1, 8, 8)).sum()).backward()
-    for name, parameter in model.named_parameters():
-        assert parameter.grad is not None, name
-        assert parameter.grad.abs().sum() > 0, name
-    assert not list(Glow((1, 8, 8), 2, learn_top=False, **TINY).top.parameters())
-
-
-def test_save_and_load_round_trip(tmp_path):
+def test_a_loaded_model_keeps_its_actnorm_initialisation(tmp_path):
     model = trained_like((1, 8, 8), 2, coupling="additive", learn_top=False, checkpoint=True)
     x = torch.rand(4, 1, 8, 8)
-    path = model.save(tmp_path / "glow.pt")
-    loaded = Glow.load(path)
-    assert loaded.config == model.config
+    loaded = Glow.load(model.save(tmp_path / "glow.pt"))
     assert all(bool(m.initialized) for m in loaded.modules() if isinstance(m, ActNorm2d))
     torch.testing.assert_close(loaded.log_prob(x), model.log_prob(x), rtol=0, atol=0)
-    payload = torch.load(path, weights_only=True)
-    assert payload["kind"] == "model"
-    assert payload["architecture"] == "glow"
-    with pytest.raises(CheckpointError, match="not a VAEFlow"):
-        VAEFlow.load(path)
-    with pytest.raises(CheckpointError, match="not a Glow"):
-        Glow.load(tiny_vae().save(tmp_path / "vae.pt"))
+    assert not list(Glow((1, 8, 8), 2, learn_top=False, **TINY).top.parameters())
 
 
 def test_load_refuses_weights_that_do_not_fit(tmp_path):
@@ -231,23 +214,6 @@ def test_load_refuses_weights_that_do_not_fit(tmp_path):
     torch.save(payload, path)
     with pytest.raises(CheckpointError, match="do not fit"):
         Glow.load(path)
-
-
-@pytest.mark.parametrize(
-    ("x", "message"),
-    [
-        (torch.rand(2, 1, 8, 4), r"shape \[N, 1, 8, 8\]"),
-        (torch.rand(1, 8, 8), r"shape \[N, 1, 8, 8\]"),
-        (torch.full((2, 1, 8, 8), math.nan), "NaN"),
-        (torch.full((2, 1, 8, 8), 1.5), r"\[0, 1\]"),
-        (torch.zeros(2, 1, 8, 8, dtype=torch.uint8), "dequantise"),
-    ],
-)
-def test_bad_images_give_clear_errors(x, message):
-    model = Glow((1, 8, 8), 2, **TINY)
-    for method in (model.model, model.guide, model.check_images):
-        with pytest.raises(ValueError, match=message):
-            method(x)
 
 
 @pytest.mark.parametrize(

@@ -14,9 +14,9 @@ from torch.nn import functional as F
 
 from pyro_vaeflow.distributions import Dequantized, DiscretizedLogistic
 from pyro_vaeflow.distributions.discretized_logistic import to_levels
-from pyro_vaeflow.models.vaeflow import default_architecture
-from pyro_vaeflow.models.vlae import _AutoregressiveVAE, _check_int, _check_number
-from pyro_vaeflow.nets import PixelCNN, ResNetDecoder, ResNetEncoder
+from pyro_vaeflow.models.pixelcnn_vae import PixelCNNVAE
+from pyro_vaeflow.nets import PixelCNN, ResNetSizes
+from pyro_vaeflow.validation import check_int, check_number
 
 __all__ = ["AGAVE"]
 
@@ -35,7 +35,7 @@ class _ChannelScale(nn.Module):
         return scale[:, None, None].expand_as(like)
 
 
-class AGAVE(_AutoregressiveVAE):
+class AGAVE(PixelCNNVAE):
     r"""AGAVE: one encoder, a factorised decoder of an auxiliary image :math:`y`, and a PixelCNN
     decoder of :math:`x` conditioned on that decoder's output.
 
@@ -137,60 +137,34 @@ class AGAVE(_AutoregressiveVAE):
         kernel_size: int = 3,
         min_scale: float = 1e-3,
     ) -> None:
-        super().__init__()
-        channels, height, width = self._init_common(image_shape)
-        _check_int("latent_dim", latent_dim, 1)
-        _check_int("n_bits", n_bits, 1)
-        if n_bits > 8:
-            raise ValueError(f"n_bits must be at most 8, got {n_bits}")
+        super().__init__(image_shape)
+        channels, height, width = self.image_shape
+        check_int("latent_dim", latent_dim)
+        check_int("n_bits", n_bits, high=8)
         levels = 2**n_bits
         aux_levels = levels if aux_levels is None else aux_levels
-        _check_int("aux_levels", aux_levels, 2)
+        check_int("aux_levels", aux_levels, 2)
         if aux_levels > levels or aux_levels & (aux_levels - 1):
             raise ValueError(
                 f"aux_levels must be a power of 2 in 2..{levels} (2^n_bits), got {aux_levels}"
             )
-        _check_int("aux_downsample", aux_downsample, 1)
+        check_int("aux_downsample", aux_downsample)
         if height % aux_downsample or width % aux_downsample:
             raise ValueError(
                 f"aux_downsample ({aux_downsample}) must divide the image's height and width "
                 f"({height}×{width})"
             )
-        aux_weight = _check_number("aux_weight", aux_weight, 0.0)
-        kl_weight = _check_number("kl_weight", kl_weight, 0.0, strict=True)
-        _check_int("cond_channels", cond_channels, 1)
-        min_scale = _check_number("min_scale", min_scale, 0.0, strict=True)
-        depth = default_architecture(self.image_shape)["depth"] if depth is None else depth
-        self.latent_dim, self._n_bits = latent_dim, n_bits
+        aux_weight = check_number("aux_weight", aux_weight, 0.0)
+        kl_weight = check_number("kl_weight", kl_weight, 0.0, strict=True)
+        check_int("cond_channels", cond_channels)
+        min_scale = check_number("min_scale", min_scale, 0.0, strict=True)
+        self.latent_dim, self.n_bits, self.prior_flow = latent_dim, n_bits, None
         self.aux_bits = aux_levels.bit_length() - 1
         self.aux_downsample = aux_downsample
         self.aux_weight, self.kl_weight, self.min_scale = aux_weight, kl_weight, min_scale
-        self.config = {
-            "image_shape": self.image_shape,
-            "latent_dim": latent_dim,
-            "n_bits": n_bits,
-            "aux_levels": aux_levels,
-            "aux_downsample": aux_downsample,
-            "aux_weight": aux_weight,
-            "kl_weight": kl_weight,
-            "depth": depth,
-            "base_channels": base_channels,
-            "blocks_per_scale": blocks_per_scale,
-            "fc_dim": fc_dim,
-            "cond_channels": cond_channels,
-            "pixelcnn_channels": pixelcnn_channels,
-            "pixelcnn_layers": pixelcnn_layers,
-            "kernel_size": kernel_size,
-            "min_scale": min_scale,
-        }
-        net = {
-            "depth": depth,
-            "base_channels": base_channels,
-            "blocks_per_scale": blocks_per_scale,
-            "fc_dim": fc_dim,
-        }
-        self.encoder = ResNetEncoder(self.image_shape, latent_dim, **net)
-        self.aux_decoder = ResNetDecoder(self.image_shape, latent_dim, channels, **net)
+        net = ResNetSizes(self.image_shape, depth, base_channels, blocks_per_scale, fc_dim)
+        self.encoder = net.encoder(latent_dim)
+        self.aux_decoder = net.decoder(latent_dim, channels)
         self.aux_scale = _ChannelScale(channels, 0.1, min_scale)
         self.cond_net = nn.Sequential(
             nn.Conv2d(channels, cond_channels, 3, padding=1),
@@ -200,11 +174,6 @@ class AGAVE(_AutoregressiveVAE):
         self.pixelcnn = PixelCNN(
             channels, 2, pixelcnn_channels, pixelcnn_layers, kernel_size, cond_channels
         )
-
-    @property
-    def n_bits(self) -> int:
-        """The bit depth of the observed pixels."""
-        return self._n_bits
 
     @property
     def aux_levels(self) -> int:
@@ -279,8 +248,7 @@ class AGAVE(_AutoregressiveVAE):
         self._register()
         with pyro.plate("data", x.shape[0]):
             with self._kl_scale():
-                zeros = self._zeros(self.latent_dim)
-                z = pyro.sample("z", dist.Normal(zeros, torch.ones_like(zeros)).to_event(1))
+                z = pyro.sample("z", self.prior())
             mean = self.aux_mean(z)
             if self._objective_active() and self.aux_weight > 0:
                 with pyro.poutine.scale(scale=self.aux_weight):
@@ -312,9 +280,8 @@ class AGAVE(_AutoregressiveVAE):
     def sample(self, n: int, progress: bool = True, prior_temperature: float = 1.0) -> Tensor:
         """``n`` images: :math:`z \\sim \\mathcal{N}(0, T^2 I)` at ``prior_temperature``
         :math:`T`, then :meth:`decode` (with a tqdm bar)."""
-        _check_int("n", n, 1)
-        z = prior_temperature * torch.randn_like(self._zeros(n, self.latent_dim))
-        return self.decode(z, progress)
+        check_int("n", n)
+        return self.decode(self.sample_latents(n, prior_temperature), progress)
 
     @torch.no_grad()
     def reconstruct(self, x: Tensor, progress: bool = True) -> Tensor:

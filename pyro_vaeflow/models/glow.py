@@ -14,6 +14,7 @@ from torch.distributions import constraints
 
 from pyro_vaeflow.models.base import ImageModel
 from pyro_vaeflow.transforms import Squeeze2d, glow
+from pyro_vaeflow.validation import check_choice, check_int, check_number
 
 __all__ = ["Glow", "MultiscaleGlowDistribution"]
 
@@ -25,17 +26,6 @@ def _normal_log_prob(z: Tensor, loc: Tensor, log_scale: Tensor) -> Tensor:
     """:math:`\\log \\mathcal{N}(z; \\mu, e^{2 s})`, summed over the last three dimensions."""
     standardized = (z - loc) * torch.exp(-log_scale)
     return (-0.5 * standardized**2 - log_scale - _HALF_LOG_2PI).sum(dim=(-3, -2, -1))
-
-
-def _check_temperature(temperature: float) -> float:
-    if (
-        isinstance(temperature, bool)
-        or not isinstance(temperature, (int, float))
-        or not math.isfinite(temperature)
-        or temperature < 0
-    ):
-        raise ValueError(f"temperature must be a finite number >= 0, got {temperature!r}")
-    return float(temperature)
 
 
 def _max_levels(height: int, width: int) -> int:
@@ -172,19 +162,12 @@ class Glow(ImageModel):
         min_scale: float = 1e-3,
         checkpoint: bool = False,
     ) -> None:
-        super().__init__()
-        image_shape = tuple(int(s) for s in image_shape)
-        if len(image_shape) != 3 or min(image_shape) < 1:
-            raise ValueError(f"image_shape must be (C, H, W), got {image_shape}")
-        if coupling not in _COUPLINGS:
-            raise ValueError(f"coupling must be one of {_COUPLINGS}, got {coupling!r}")
-        for name, value in (("levels", levels), ("depth", depth)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-        if not min_scale > 0:
-            raise ValueError(f"min_scale must be > 0, got {min_scale!r}")
-        log_floor = math.log(min_scale)
-        channels, height, width = image_shape
+        super().__init__(image_shape)
+        check_choice("coupling", coupling, _COUPLINGS)
+        check_int("levels", levels)
+        check_int("depth", depth)
+        log_floor = math.log(check_number("min_scale", min_scale, low=0.0, strict=True))
+        channels, height, width = image_shape = self.image_shape
         factor = 2**levels
         if height % factor or width % factor:
             most = _max_levels(height, width)
@@ -193,17 +176,6 @@ class Glow(ImageModel):
                 f"by {factor}, got image_shape {image_shape}; "
                 + (f"use levels <= {most}" if most else "H and W must be even")
             )
-        self.image_shape = image_shape
-        self.config = {
-            "image_shape": image_shape,
-            "levels": levels,
-            "depth": depth,
-            "hidden_channels": hidden_channels,
-            "coupling": coupling,
-            "learn_top": bool(learn_top),
-            "min_scale": float(min_scale),
-            "checkpoint": bool(checkpoint),
-        }
         self.squeeze = Squeeze2d()
         steps, shapes = [], []
         for level in range(levels):
@@ -281,7 +253,7 @@ class Glow(ImageModel):
         :math:`z_l = \mu_l + T e^{s_l} \epsilon_l`, top first (the conditional priors depend on
         the levels above); ``temperature`` :math:`T` only applies then.
         """
-        temperature = _check_temperature(temperature)
+        temperature = check_number("temperature", temperature, low=0.0)
         if len(latents) != len(self.latent_shapes):
             raise ValueError(
                 f"expected {len(self.latent_shapes)} latents of shapes {self.latent_shapes}, got "
@@ -346,8 +318,7 @@ class Glow(ImageModel):
     @torch.no_grad()
     def sample(self, n: int, temperature: float = 0.7) -> Tensor:
         """``n`` images ``[n, C, H, W]`` at ``temperature``, in data space (not clamped)."""
-        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
-            raise ValueError(f"n must be an integer >= 0, got {n!r}")
+        check_int("n", n, low=0)
         return self.distribution(temperature).sample(torch.Size([n]))
 
 
@@ -386,7 +357,7 @@ class MultiscaleGlowDistribution(TorchDistribution):
         validate_args: bool | None = None,
     ) -> None:
         self.glow = glow
-        self.temperature = _check_temperature(temperature)
+        self.temperature = check_number("temperature", temperature, low=0.0)
         super().__init__(
             torch.Size(batch_shape), torch.Size(glow.image_shape), validate_args=validate_args
         )

@@ -2,32 +2,50 @@
 
 from __future__ import annotations
 
-import inspect
 import os
 
 import torch
-from torch import nn
 
 from pyro_vaeflow.checkpoint import CheckpointError, load_checkpoint
 from pyro_vaeflow.models.agave import AGAVE
+from pyro_vaeflow.models.base import ImageModel
 from pyro_vaeflow.models.glow import Glow
 from pyro_vaeflow.models.two_stage import TwoStageVAE
 from pyro_vaeflow.models.vaeflow import VAEFlow
 from pyro_vaeflow.models.vlae import VLAE
 
-__all__ = ["ARCHITECTURES", "build_model", "load_model", "sample_options"]
+__all__ = ["ARCHITECTURES", "build_model", "load_model", "register_architecture"]
 
-ARCHITECTURES: dict[str, type[nn.Module]] = {
-    "vaeflow": VAEFlow,
-    "two-stage": TwoStageVAE,
-    "glow": Glow,
-    "vlae": VLAE,
-    "agave": AGAVE,
+ARCHITECTURES: dict[str, type[ImageModel]] = {
+    model.architecture: model for model in (VAEFlow, TwoStageVAE, Glow, VLAE, AGAVE)
 }
 """Architecture name → model class (the ``architecture`` of a :class:`~pyro_vaeflow.Preset`)."""
 
 
-def build_model(architecture: str, image_shape, **options) -> nn.Module:
+def register_architecture(cls: type[ImageModel]) -> type[ImageModel]:
+    """Make a model class of your own known by its ``architecture`` name, so that presets,
+    :func:`build_model`, :func:`load_model` and the run layer can use it. Usable as a class
+    decorator; registering the same class twice is harmless.
+
+    Example:
+        >>> class Tiny(VAEFlow):
+        ...     architecture = "tiny-vaeflow"
+        >>> register_architecture(Tiny) is ARCHITECTURES["tiny-vaeflow"]
+        True
+        >>> del ARCHITECTURES["tiny-vaeflow"]  # this example's class is not kept
+    """
+    if not (isinstance(cls, type) and issubclass(cls, ImageModel)):
+        raise TypeError(f"expected a subclass of ImageModel, got {cls!r}")
+    name = getattr(cls, "architecture", None)
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"{cls.__name__} must set a class attribute architecture = '<name>'")
+    if ARCHITECTURES.get(name, cls) is not cls:
+        raise ValueError(f"the architecture name {name!r} is taken by {ARCHITECTURES[name]}")
+    ARCHITECTURES[name] = cls
+    return cls
+
+
+def build_model(architecture: str, image_shape, **options) -> ImageModel:
     """A new model of class ``ARCHITECTURES[architecture]``.
 
     Example:
@@ -42,7 +60,7 @@ def build_model(architecture: str, image_shape, **options) -> nn.Module:
     return ARCHITECTURES[architecture](image_shape, **options)
 
 
-def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> nn.Module:
+def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> ImageModel:
     """Load a model saved by any model class's ``save`` (or a training checkpoint).
 
     The file names its architecture; corrupt or foreign files raise
@@ -53,19 +71,3 @@ def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu"
     if architecture not in ARCHITECTURES:
         raise CheckpointError(f"{path} holds a model of unknown architecture {architecture!r}")
     return ARCHITECTURES[architecture].load(path, map_location=map_location)
-
-
-def sample_options(model: nn.Module, **options) -> dict:
-    """The ``options`` that ``model.sample`` accepts (temperatures, ``progress``, ...).
-
-    Models differ in how they sample: a ``VAEFlow`` takes a Glow and a prior temperature, the
-    standalone Glow one temperature, the PixelCNN models a progress bar.
-
-    Example:
-        >>> vae = build_model("two-stage", (1, 28, 28), latent_dim=2, base_channels=2,
-        ...                   fc_dim=4, second_hidden_dims=(4,))
-        >>> sample_options(vae, temperature=0.5, colour="red")
-        {'temperature': 0.5}
-    """
-    accepted = inspect.signature(model.sample).parameters
-    return {name: value for name, value in options.items() if name in accepted}

@@ -3,6 +3,7 @@ r"""The two-stage VAE of Dai & Wipf (2019), the baseline of the paper's Table 1.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from types import MappingProxyType
 
 import pyro
 import pyro.distributions as dist
@@ -10,6 +11,7 @@ import torch
 from pyro.nn import DenseNN
 from torch import Tensor, nn
 
+from pyro_vaeflow.models.base import ImageModel, Phase, Sampler
 from pyro_vaeflow.models.vaeflow import VAEFlow, _DecoderScale
 
 __all__ = ["SecondStageVAE", "TwoStageVAE"]
@@ -61,7 +63,7 @@ class SecondStageVAE(nn.Module):
         return dist.Normal(loc, self.scale(None, loc)).to_event(1)
 
 
-class TwoStageVAE(VAEFlow):
+class TwoStageVAE(ImageModel):
     r"""The two-stage VAE (Dai & Wipf, 2019): a VAE with a learned isotropic decoder variance,
     then a second VAE fitted to the first one's latents.
 
@@ -70,17 +72,18 @@ class TwoStageVAE(VAEFlow):
         \quad x \mid z \sim \mathcal{N}(g_\mu(z), \gamma_1^2 I),
         \qquad q(z, u \mid x) = q_\phi(z \mid x)\, q_\eta(u \mid z).
 
-    Stage 1 (phase ``"vae"``) trains the first VAE with the prior :math:`\mathcal{N}(0, I)`
-    on :math:`z` (the second stage is switched off: ``second_stage_enabled=False``). Stage 2
-    (phase ``"second"``) trains only :math:`h`, :math:`\gamma_2` and :math:`q_\eta` on the ELBO
-    of the whole hierarchy with the first stage frozen; its gradient is that of
+    Stage 1 (phase ``"first"``) trains the first VAE (:attr:`first_stage`) with the prior
+    :math:`\mathcal{N}(0, I)` on :math:`z` (the second stage is switched off:
+    ``second_stage_enabled=False``). Stage 2 (phase ``"second"``) trains only :math:`h`,
+    :math:`\gamma_2` and :math:`q_\eta` (:attr:`second_stage`) on the ELBO of the whole
+    hierarchy with the first stage frozen; its gradient is that of
     :math:`\mathbb{E}_{q_\phi(z \mid x)}[\mathrm{ELBO}_2(z)]`, the second VAE's objective on
     latents drawn from the encoder, as in Dai & Wipf. :meth:`model` and :meth:`guide` are that
     hierarchy, so ``pyro_vaeflow.infer.elbo`` and ``log_likelihood`` bound the two-stage
     model's :math:`\log p(x)` directly.
 
-    The first stage is :class:`VAEFlow`'s VAE with no Glow layer and a standard normal prior,
-    so that its architecture is that of the paper's model (the comparison the paper insists on).
+    The first stage is a :class:`VAEFlow` with no Glow layer and a standard normal prior, so
+    that its architecture is that of the paper's model (the comparison the paper insists on).
 
     Args:
         image_shape: ``(C, H, W)``.
@@ -99,6 +102,21 @@ class TwoStageVAE(VAEFlow):
     """
 
     architecture = "two-stage"
+    """The name of the model class in :data:`~pyro_vaeflow.models.ARCHITECTURES`."""
+    phases = MappingProxyType(
+        {
+            "first": Phase(
+                trains=("first_stage",),
+                switches_off=("second_stage_enabled",),
+                description="stage 1: the first VAE, with an N(0, I) prior",
+            ),
+            "second": Phase(
+                trains=("second_stage",),
+                description="stage 2: the second VAE on the first one's latents",
+            ),
+        }
+    )
+    default_schedule = ("first", "second")
 
     def __init__(
         self,
@@ -109,50 +127,81 @@ class TwoStageVAE(VAEFlow):
         second_hidden_dims: Sequence[int] = (1024, 1024, 1024),
         **kwargs,
     ) -> None:
+        super().__init__(image_shape)
         for fixed in ("prior", "prior_layers", "prior_hidden_dims", "glow_depth"):
             if fixed in kwargs:
                 raise ValueError(f"a TwoStageVAE has no {fixed!r} option")
-        super().__init__(
-            image_shape,
+        self.first_stage = VAEFlow(
+            self.image_shape,
             latent_dim,
             prior="normal",
             decoder_variance=decoder_variance,
             glow_depth=0,
             **kwargs,
         )
-        for unused in ("prior", "prior_layers", "prior_hidden_dims", "glow_depth"):
-            self.config.pop(unused)
-        for unused in ("glow_hidden_channels", "glow_coupling", "glow_squeeze", "glow_checkpoint"):
-            self.config.pop(unused)
-        self.config["second_hidden_dims"] = tuple(second_hidden_dims)
         self.second_stage = SecondStageVAE(
-            self.latent_dim, second_hidden_dims, min_scale=self.config["min_scale"]
+            self.latent_dim, second_hidden_dims, min_scale=self.first_stage.config["min_scale"]
         )
         self.second_stage_enabled = True
+
+    @property
+    def latent_dim(self) -> int:
+        """The size of :math:`z` (and :math:`u`)."""
+        return self.first_stage.latent_dim
+
+    @classmethod
+    def upgrade_state_dict(cls, state: dict) -> dict:
+        """Files written before the first stage was a part of its own name its parts at the top
+        level (``encoder.*``); they are now under ``first_stage.``."""
+        return {
+            key if key.startswith(("first_stage.", "second_stage.")) else f"first_stage.{key}": v
+            for key, v in state.items()
+        }
 
     def model(self, x: Tensor) -> None:
         r""":math:`p(u)\,p(z \mid u)\,p(x \mid z)`, or :math:`p(z)\,p(x \mid z)` in stage 1."""
         if not self.second_stage_enabled:
-            return super().model(x)
+            return self.first_stage.model(x)
         self.check_images(x)
         self._register()
         with pyro.plate("data", x.shape[0]):
             zeros = self._zeros(x.shape[0], self.latent_dim)
             u = pyro.sample("u", dist.Normal(zeros, torch.ones_like(zeros)).to_event(1))
             z = pyro.sample("z", self.second_stage.likelihood(u))
-            pyro.sample("x", self.likelihood(z), obs=x)
+            pyro.sample("x", self.first_stage.likelihood(z), obs=x)
 
     def guide(self, x: Tensor) -> None:
         r""":math:`q(z \mid x)\,q(u \mid z)`, or :math:`q(z \mid x)` in stage 1."""
         if not self.second_stage_enabled:
-            return super().guide(x)
+            return self.first_stage.guide(x)
         self.check_images(x)
         self._register()
         with pyro.plate("data", x.shape[0]):
-            loc, scale = self.encoder(x)
+            loc, scale = self.first_stage.encoder(x)
             z = pyro.sample("z", dist.Normal(loc, scale).to_event(1))
             u_loc, u_scale = self.second_stage.encode(z)
             pyro.sample("u", dist.Normal(u_loc, u_scale).to_event(1))
+
+    # -- queries ---------------------------------------------------------------------------------
+
+    def prior(self, temperature: float = 1.0) -> dist.TorchDistribution:
+        r"""The first stage's prior :math:`\mathcal{N}(0, T^2 I)` on :math:`z`."""
+        return self.first_stage.prior(temperature)
+
+    @torch.no_grad()
+    def encode(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        r"""The mean and standard deviation of :math:`q(z \mid x)`."""
+        return self.first_stage.encode(x)
+
+    @torch.no_grad()
+    def decoder_mean(self, z: Tensor) -> Tensor:
+        r"""The first stage's decoder mean :math:`g_\mu(z)`."""
+        return self.first_stage.decoder_mean(z)
+
+    @torch.no_grad()
+    def decode(self, z: Tensor, temperature: float = 0.0) -> Tensor:
+        r""":math:`g_\mu(z)` plus ``temperature`` times the first stage's noise."""
+        return self.first_stage.decode(z, temperature)
 
     @torch.no_grad()
     def sample_latents(self, n: int, temperature: float = 1.0) -> Tensor:
@@ -167,3 +216,30 @@ class TwoStageVAE(VAEFlow):
         times the first stage's noise (0, the default, gives the decoder means, as Dai & Wipf
         sample)."""
         return self.decode(self.sample_latents(n, prior_temperature), temperature)
+
+    @torch.no_grad()
+    def reconstruct(self, x: Tensor, temperature: float = 0.0) -> Tensor:
+        """Decode the posterior mean of each image."""
+        return self.decode(self.encode(x)[0], temperature)
+
+    # -- evaluation declarations -----------------------------------------------------------------
+
+    def fid_samplers(self, n: int, temperature: float, main_only: bool = False) -> dict:
+        """``"fid"`` scores the decoder means of latents drawn through both stages."""
+        z = self.sample_latents(n)
+        position = [0]
+
+        def draw(count: int) -> Tensor:
+            batch = z[position[0] : position[0] + count]
+            position[0] += count
+            return self.decoder_mean(batch)
+
+        return {"fid": Sampler("FID of samples (decoder means)", draw)}
+
+    def samples_at_temperature(self) -> bool:
+        """The decoder means do not depend on a temperature."""
+        return False
+
+    def figures(self) -> dict[str, str]:
+        """Samples at three temperatures of the first stage's noise, and an interpolation."""
+        return {"samples": "samples", "interpolation": "interpolation"}

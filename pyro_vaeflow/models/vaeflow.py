@@ -3,41 +3,24 @@ r"""The VAE with a normalizing-flow (Glow) decoder and a flow prior, as Pyro mod
 from __future__ import annotations
 
 from collections.abc import Sequence
+from types import MappingProxyType
 
 import pyro
 import pyro.distributions as dist
 import torch
 from torch import Tensor, nn
 
-from pyro_vaeflow.distributions import FlowDecoder, FlowPrior
-from pyro_vaeflow.models.base import ImageModel
-from pyro_vaeflow.nets import ResNetDecoder, ResNetEncoder
+from pyro_vaeflow.distributions import FlowDecoder
+from pyro_vaeflow.models.base import Phase, Sampler, Variant
+from pyro_vaeflow.models.latent import LatentVariableModel
+from pyro_vaeflow.nets import ResNetSizes, default_architecture
 from pyro_vaeflow.transforms import glow, realnvp
+from pyro_vaeflow.validation import check_choice
 
-__all__ = ["VAEFlow", "default_architecture"]
+__all__ = ["VAEFlow"]
 
 _DECODER_VARIANCES = ("diagonal", "isotropic", "fixed")
 _PRIORS = ("flow", "normal")
-
-
-def default_architecture(image_shape: Sequence[int]) -> dict:
-    """Sensible network sizes for the usual image sizes (28×28, 32×32, 64×64).
-
-    The ResNet depth halves the image down to 7×7 or 4×4, as Dai & Wipf's; 1-channel images get
-    one squeeze in the Glow layer so that its couplings have channels to split.
-
-    Example:
-        >>> default_architecture((1, 28, 28))["depth"]
-        2
-    """
-    channels, height, width = image_shape
-    side = min(height, width)
-    depth = 2 if side < 32 else 3 if side < 64 else 4
-    return {
-        "latent_dim": 32 if side < 32 else 64,
-        "depth": depth,
-        "glow_squeeze": 1 if channels == 1 else 0,
-    }
 
 
 class _DecoderScale(nn.Module):
@@ -61,7 +44,7 @@ class _DecoderScale(nn.Module):
         return self.fixed.expand_as(like)
 
 
-class VAEFlow(ImageModel):
+class VAEFlow(LatentVariableModel):
     r"""A VAE whose Gaussian decoder is pushed through an additive Glow flow (the paper's model).
 
     .. math::
@@ -84,6 +67,11 @@ class VAEFlow(ImageModel):
     ``encoder``, ``decoder``, ``decoder_scale``, ``prior_flow`` and ``glow`` are
     registered with Pyro one by one, and only when they have trainable parameters, so that a
     training phase freezes a part by turning its ``requires_grad`` off.
+
+    Phases (:attr:`phases`): ``"vae"`` (phase 1: encoder, decoder and prior, with the Glow
+    layer switched off), ``"glow"`` (phase 2: only the Glow layer), ``"prior"`` (only the flow
+    prior, with early stopping, as the paper refitted it for CIFAR-10) and ``"joint"``
+    (everything at once, the paper's ablation); a full training runs ``vae`` then ``glow``.
 
     Args:
         image_shape: ``(C, H, W)``.
@@ -120,6 +108,28 @@ class VAEFlow(ImageModel):
 
     architecture = "vaeflow"
     """The name of the model class in :data:`~pyro_vaeflow.models.ARCHITECTURES`."""
+    phases = MappingProxyType(
+        {
+            "vae": Phase(
+                trains=("encoder", "decoder", "decoder_scale", "prior_flow"),
+                switches_off=("glow_enabled",),
+                description="phase 1: the VAE and its prior, without the Glow layer",
+            ),
+            "glow": Phase(
+                trains=("glow",),
+                description="phase 2: only the Glow layer; all else stays bit-identical",
+                needs="a Glow layer (glow_depth > 0)",
+            ),
+            "prior": Phase(
+                trains=("prior_flow",),
+                patience=5,
+                description="only the flow prior, with early stopping on a validation split",
+                needs="a flow prior (prior='flow')",
+            ),
+            "joint": Phase(description="every part at once (the paper's ablation)"),
+        }
+    )
+    default_schedule = ("vae", "glow")
 
     def __init__(
         self,
@@ -144,51 +154,17 @@ class VAEFlow(ImageModel):
         encoder: nn.Module | None = None,
         decoder: nn.Module | None = None,
     ) -> None:
-        super().__init__()
-        image_shape = tuple(int(s) for s in image_shape)
-        if len(image_shape) != 3 or min(image_shape) < 1:
-            raise ValueError(f"image_shape must be (C, H, W), got {image_shape}")
-        if prior not in _PRIORS:
-            raise ValueError(f"prior must be one of {_PRIORS}, got {prior!r}")
-        if decoder_variance not in _DECODER_VARIANCES:
-            raise ValueError(
-                f"decoder_variance must be one of {_DECODER_VARIANCES}, got {decoder_variance!r}"
-            )
-        defaults = default_architecture(image_shape)
-        latent_dim = latent_dim or defaults["latent_dim"]
-        depth = defaults["depth"] if depth is None else depth
-        glow_squeeze = defaults["glow_squeeze"] if glow_squeeze is None else glow_squeeze
-        channels = image_shape[0]
-        self.image_shape = image_shape
-        self.latent_dim = latent_dim
-        self.config = {
-            "image_shape": image_shape,
-            "latent_dim": latent_dim,
-            "prior": prior,
-            "decoder_variance": decoder_variance,
-            "decoder_scale_init": decoder_scale_init,
-            "min_scale": min_scale,
-            "depth": depth,
-            "base_channels": base_channels,
-            "blocks_per_scale": blocks_per_scale,
-            "fc_dim": fc_dim,
-            "prior_layers": prior_layers,
-            "prior_hidden_dims": tuple(prior_hidden_dims),
-            "glow_depth": glow_depth,
-            "glow_hidden_channels": glow_hidden_channels,
-            "glow_coupling": glow_coupling,
-            "glow_squeeze": glow_squeeze,
-            "glow_checkpoint": bool(glow_checkpoint),
-        }
-        net = {
-            "depth": depth,
-            "base_channels": base_channels,
-            "blocks_per_scale": blocks_per_scale,
-            "fc_dim": fc_dim,
-        }
+        super().__init__(image_shape)
+        check_choice("prior", prior, _PRIORS)
+        check_choice("decoder_variance", decoder_variance, _DECODER_VARIANCES)
+        defaults = default_architecture(self.image_shape)
+        self.latent_dim = latent_dim = latent_dim or defaults["latent_dim"]
+        self.decoder_variance = decoder_variance
+        net = ResNetSizes(self.image_shape, depth, base_channels, blocks_per_scale, fc_dim)
+        channels = self.image_shape[0]
         out_channels = 2 * channels if decoder_variance == "diagonal" else channels
-        self.encoder = encoder or ResNetEncoder(image_shape, latent_dim, **net)
-        self.decoder = decoder or ResNetDecoder(image_shape, latent_dim, out_channels, **net)
+        self.encoder = encoder or net.encoder(latent_dim)
+        self.decoder = decoder or net.decoder(latent_dim, out_channels)
         self.decoder_scale = _DecoderScale(decoder_variance, decoder_scale_init, min_scale)
         self.prior_flow = (
             realnvp(latent_dim, prior_layers, prior_hidden_dims) if prior == "flow" else None
@@ -200,7 +176,7 @@ class VAEFlow(ImageModel):
                 glow_depth,
                 glow_hidden_channels,
                 glow_coupling,
-                glow_squeeze,
+                defaults["glow_squeeze"] if glow_squeeze is None else glow_squeeze,
                 init="identity",
                 checkpoint=glow_checkpoint,
             )
@@ -210,17 +186,10 @@ class VAEFlow(ImageModel):
 
     # -- distributions -------------------------------------------------------------------------
 
-    def prior(self, temperature: float = 1.0) -> dist.TorchDistribution:
-        r"""The prior :math:`p(z)` (sampling temperature ``temperature``)."""
-        if self.prior_flow is not None:
-            return FlowPrior(self.latent_dim, self.prior_flow, temperature=temperature)
-        zeros = self._zeros(self.latent_dim)
-        return dist.Normal(zeros, temperature * torch.ones_like(zeros)).to_event(1)
-
     def decoder_params(self, z: Tensor) -> tuple[Tensor, Tensor]:
         r"""The mean :math:`g_\mu(z)` and scale :math:`g_\sigma(z)` of the base Gaussian."""
         out = self.decoder(z)
-        if self.config["decoder_variance"] == "diagonal":
+        if self.decoder_variance == "diagonal":
             loc, raw = out.chunk(2, dim=-3)
             return loc, self.decoder_scale(raw, loc)
         return out, self.decoder_scale(None, out)
@@ -242,21 +211,7 @@ class VAEFlow(ImageModel):
             z = pyro.sample("z", self.prior())
             pyro.sample("x", self.likelihood(z), obs=x)
 
-    def guide(self, x: Tensor) -> None:
-        """The encoder :math:`q(z \\mid x)`, a diagonal Gaussian."""
-        self.check_images(x)
-        self._register("encoder")
-        with pyro.plate("data", x.shape[0]):
-            loc, scale = self.encoder(x)
-            pyro.sample("z", dist.Normal(loc, scale).to_event(1))
-
     # -- queries ---------------------------------------------------------------------------------
-
-    @torch.no_grad()
-    def encode(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """The mean and standard deviation of :math:`q(z \\mid x)`."""
-        self.check_images(x)
-        return self.encoder(x)
 
     @torch.no_grad()
     def decoder_mean(self, z: Tensor) -> Tensor:
@@ -277,13 +232,6 @@ class VAEFlow(ImageModel):
         return self.glow(base) if self.glow is not None and self.glow_enabled else base
 
     @torch.no_grad()
-    def sample_latents(self, n: int, temperature: float = 1.0) -> Tensor:
-        """``n`` latents :math:`z` from the prior at ``temperature``."""
-        if self.prior_flow is not None:
-            return self.prior(temperature).expand([n]).sample()
-        return temperature * torch.randn_like(self._zeros(n, self.latent_dim))
-
-    @torch.no_grad()
     def sample(self, n: int, temperature: float = 0.5, prior_temperature: float = 1.0) -> Tensor:
         """``n`` images: :meth:`sample_latents` at ``prior_temperature``, then :meth:`decode`."""
         return self.decode(self.sample_latents(n, prior_temperature), temperature)
@@ -293,8 +241,50 @@ class VAEFlow(ImageModel):
         """Decode the posterior mean of each image (at temperature 0: the Glow map of the mean)."""
         return self.decode(self.encode(x)[0], temperature)
 
-    # -- helpers ---------------------------------------------------------------------------------
+    # -- evaluation declarations -----------------------------------------------------------------
 
-    def _zeros(self, *shape: int) -> Tensor:
-        reference = next(self.decoder.parameters())
-        return torch.zeros(*shape, dtype=reference.dtype, device=reference.device)
+    def _glow_on(self) -> bool:
+        return self.glow is not None and self.glow_enabled
+
+    def fid_samplers(self, n: int, temperature: float, main_only: bool = False) -> dict:
+        """``n`` latents are drawn once: ``"fid"`` scores the Glow samples at ``temperature``
+        and ``"fid_vae_mean"`` the decoder means of the same latents, to measure what the Glow
+        layer adds (without a Glow layer, ``"fid"`` scores the decoder means alone)."""
+        z = self.sample_latents(n)
+        position = {"fid": 0, "fid_vae_mean": 0}
+
+        def latents(name: str, count: int) -> Tensor:
+            batch = z[position[name] : position[name] + count]
+            position[name] += count
+            return batch
+
+        means = Sampler(
+            "FID of the VAE means", lambda count: self.decoder_mean(latents("fid_vae_mean", count))
+        )
+        if not self._glow_on():
+            return {"fid": means}
+        samplers = {
+            "fid": Sampler(
+                "FID of Glow samples",
+                lambda count: self.decode(latents("fid", count), temperature),
+            )
+        }
+        return samplers if main_only else {**samplers, "fid_vae_mean": means}
+
+    def samples_at_temperature(self) -> bool:
+        """The Glow samples depend on the temperature; the decoder means do not."""
+        return self._glow_on()
+
+    def figures(self) -> dict[str, str]:
+        """Samples at three Glow temperatures, the sharpening figure (with a Glow layer) and a
+        latent interpolation."""
+        names = ["samples", "sharpening", "interpolation"]
+        return {name: name for name in names if name != "sharpening" or self.glow is not None}
+
+    def elbo_variants(self) -> dict[str, Variant]:
+        """With a Glow layer: the bound without it (the phase-1 model, as phase 2 trains only
+        the Glow layer)."""
+        if self.glow is None:
+            return {}
+        label = "test ELBO without the Glow layer (bits/dim)"
+        return {"without_glow": Variant(label, ("glow_enabled",))}

@@ -3,220 +3,26 @@ PixelCNN decoder with a small local window, as a Pyro model and guide."""
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
-from contextlib import AbstractContextManager, nullcontext
 
 import pyro
 import pyro.distributions as dist
 import torch
-from pyro.distributions.torch_transform import TransformModule
-from pyro.nn import AutoRegressiveNN
-from torch import Tensor, nn
-from torch.distributions import constraints
+from torch import Tensor
 from torch.nn import functional as F
 
-from pyro_vaeflow.distributions import Dequantized, DiscretizedLogistic, FlowPrior
-from pyro_vaeflow.distributions.discretized_logistic import to_levels
-from pyro_vaeflow.models.base import ImageModel
-from pyro_vaeflow.models.vaeflow import default_architecture
-from pyro_vaeflow.nets import PixelCNN, ResNetDecoder, ResNetEncoder
+from pyro_vaeflow.distributions import Dequantized, DiscretizedLogistic
+from pyro_vaeflow.models.pixelcnn_vae import PixelCNNVAE
+from pyro_vaeflow.nets import PixelCNN, ResNetSizes
+from pyro_vaeflow.transforms import AutoregressiveFlow
+from pyro_vaeflow.validation import check_choice, check_int, check_number
 
-__all__ = ["VLAE", "AutoregressiveFlow"]
+__all__ = ["VLAE"]
 
 _LIKELIHOODS = ("bernoulli", "logistic")
 
 
-def _check_int(name: str, value: int, low: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
-    return value
-
-
-def _check_number(name: str, value: float, low: float, strict: bool = False) -> float:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    if not ok or value < low or (strict and value == low):
-        bound = ">" if strict else ">="
-        raise ValueError(f"{name} must be a finite number {bound} {low}, got {value!r}")
-    return float(value)
-
-
-class AutoregressiveFlow(TransformModule):
-    r"""VLAE's autoregressive-flow (AF) prior transform :math:`z = f(\varepsilon)`, from MADEs.
-
-    Each of the ``num_steps`` steps is, in the density direction (:math:`z \to \varepsilon`),
-
-    .. math:: h' = \big(h - \mu(h)\big) \odot e^{-s(h)}, \qquad
-              \log\left|\det \frac{\partial h'}{\partial h}\right| = -\sum_j s_j(h),
-
-    where :math:`\mu_j, s_j` depend on :math:`h_{<j}` only (a MADE, Pyro's
-    :class:`~pyro.nn.AutoRegressiveNN`); the steps alternate the variable order. The density
-    direction is one parallel pass per step, so :math:`\log p(z)` costs as much as an IAF
-    posterior (the paper's point); sampling (:math:`\varepsilon \to z`) is sequential,
-    :math:`D` passes per step. ``affine=False`` is the paper's mean-only flow
-    (:math:`s = 0`, volume-preserving), ``True`` adds the scale, :math:`s = 3 \tanh(\cdot / 3)`.
-    The last layer of each MADE starts at zero, so the flow starts as the identity.
-
-    Because each step's Jacobian is triangular, :math:`\log p(z)` splits into one term per
-    dimension (:meth:`log_prob_per_dim`), which is what VLAE's free bits need.
-
-    Args:
-        dim: the dimension :math:`D` of :math:`z`.
-        num_steps: the number of AF steps (the paper: 4).
-        hidden_dims: the MADEs' hidden widths, each at least ``dim`` (the paper: 640, 640).
-        affine: learn a scale as well as a shift.
-
-    Example:
-        >>> flow = AutoregressiveFlow(4, num_steps=2, hidden_dims=(16,), affine=True)
-        >>> eps = torch.randn(3, 4)
-        >>> z = flow(eps)
-        >>> torch.allclose(flow.inv(z.clone()), eps, atol=1e-5)
-        True
-        >>> flow.log_prob_per_dim(z).shape
-        torch.Size([3, 4])
-    """
-
-    domain = constraints.real_vector
-    codomain = constraints.real_vector
-    bijective = True
-
-    def __init__(
-        self,
-        dim: int,
-        num_steps: int = 4,
-        hidden_dims: Sequence[int] = (256, 256),
-        affine: bool = False,
-    ) -> None:
-        super().__init__(cache_size=0)
-        _check_int("dim", dim, 2)
-        _check_int("num_steps", num_steps, 1)
-        hidden_dims = [int(h) for h in hidden_dims]
-        if not hidden_dims or min(hidden_dims) < dim:
-            raise ValueError(
-                f"the MADE's hidden widths must be at least the latent dimension {dim}, got "
-                f"{hidden_dims}"
-            )
-        self.dim, self.affine = dim, affine
-        order = torch.arange(dim)
-        self.mades = nn.ModuleList(
-            AutoRegressiveNN(
-                dim,
-                hidden_dims,
-                param_dims=[1, 1] if affine else [1],
-                permutation=order if step % 2 == 0 else order.flip(0),
-            )
-            for step in range(num_steps)
-        )
-        for made in self.mades:
-            nn.init.zeros_(made.layers[-1].weight)
-            nn.init.zeros_(made.layers[-1].bias)
-
-    def _params(self, step: int, h: Tensor) -> tuple[Tensor, Tensor | None]:
-        out = self.mades[step](h)
-        if not self.affine:
-            return out, None
-        shift, raw = out
-        return shift, 3.0 * torch.tanh(raw / 3.0)
-
-    def _density(self, z: Tensor) -> tuple[Tensor, Tensor]:
-        """:math:`\\varepsilon = f^{-1}(z)` and the per-dimension log-determinant terms."""
-        h, log_det = z, torch.zeros_like(z)
-        for step in range(len(self.mades)):
-            shift, log_scale = self._params(step, h)
-            if log_scale is None:
-                h = h - shift
-            else:
-                h = (h - shift) * torch.exp(-log_scale)
-                log_det = log_det - log_scale
-        return h, log_det
-
-    def _inverse(self, z: Tensor) -> Tensor:
-        return self._density(z)[0]
-
-    def _call(self, eps: Tensor) -> Tensor:
-        h = eps
-        for step in reversed(range(len(self.mades))):
-            target, x = h, torch.zeros_like(h)
-            for _ in range(self.dim):  # one more exact dimension per pass
-                shift, log_scale = self._params(step, x)
-                x = shift + (target if log_scale is None else target * torch.exp(log_scale))
-            h = x
-        return h
-
-    def log_abs_det_jacobian(self, eps: Tensor, z: Tensor) -> Tensor:
-        r""":math:`\log|\det \partial z / \partial \varepsilon|`, summed over the dimensions."""
-        return -self._density(z)[1].sum(-1)
-
-    def log_prob_per_dim(self, z: Tensor) -> Tensor:
-        r"""The terms :math:`\log \mathcal{N}(\varepsilon_j; 0, 1) + \log|\partial\varepsilon_j /
-        \partial h_j|` (summed over steps), ``[..., D]``; they sum to :math:`\log p(z)`."""
-        eps, log_det = self._density(z)
-        return -0.5 * eps**2 - 0.5 * math.log(2 * math.pi) + log_det
-
-
-class _AutoregressiveVAE(ImageModel):
-    """What VLAE and AGAVE share: checks, registration, persistence and the data's levels."""
-
-    def _init_common(self, image_shape: Sequence[int]) -> tuple[int, int, int]:
-        image_shape = tuple(int(s) for s in image_shape)
-        if len(image_shape) != 3 or min(image_shape) < 1:
-            raise ValueError(f"image_shape must be (C, H, W), got {image_shape}")
-        self.image_shape = image_shape
-        return image_shape
-
-    @property
-    def n_bits(self) -> int:
-        """The bit depth of the observed pixels: pass it to ``bits_per_dim`` and ``fit``."""
-        raise NotImplementedError
-
-    @property
-    def num_levels(self) -> int:
-        """The number of pixel levels, :math:`2^{n}`."""
-        return 2**self.n_bits
-
-    def levels(self, x: Tensor) -> Tensor:
-        r"""The pixel levels :math:`\operatorname{clamp}(\lfloor 2^n x \rfloor, 0, 2^n - 1)` of
-        images in :math:`[0, 1]`: exact for dequantised, level-centred and ``pixel / (2^n - 1)``
-        inputs alike (:func:`~pyro_vaeflow.distributions.discretized_logistic.to_levels`)."""
-        return to_levels(x, self.n_bits)
-
-    def _network_input(self, levels: Tensor) -> Tensor:
-        """Levels → :math:`[-1, 1]`, what the PixelCNN sees (never the dequantisation noise)."""
-        return 2.0 * levels / (self.num_levels - 1) - 1.0
-
-    def _from_network_input(self, values: Tensor) -> Tensor:
-        levels = ((values + 1.0) * (self.num_levels - 1) / 2.0).round()
-        return levels / (self.num_levels - 1)
-
-    def _objective_active(self) -> bool:
-        """Whether :meth:`model`/:meth:`guide` run the training objective instead of the ELBO."""
-        return self.training and torch.is_grad_enabled()
-
-    def _zeros(self, *shape: int) -> Tensor:
-        reference = next(self.parameters())
-        return torch.zeros(*shape, dtype=reference.dtype, device=reference.device)
-
-    def guide(self, x: Tensor) -> None:
-        """The encoder :math:`q(z \\mid x)`, a diagonal Gaussian."""
-        self.check_images(x)
-        self._register("encoder")
-        with pyro.plate("data", x.shape[0]):
-            loc, scale = self.encoder(x)
-            with self._kl_scale():
-                pyro.sample("z", dist.Normal(loc, scale).to_event(1))
-
-    def _kl_scale(self) -> AbstractContextManager:
-        """The scale of the KL sites in training (1 here; AGAVE's λ)."""
-        return nullcontext()
-
-    @torch.no_grad()
-    def encode(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """The mean and standard deviation of :math:`q(z \\mid x)`."""
-        self.check_images(x)
-        return self.encoder(x)
-
-
-class VLAE(_AutoregressiveVAE):
+class VLAE(PixelCNNVAE):
     r"""VLAE: a VAE with an autoregressive-flow prior and a local PixelCNN decoder.
 
     .. math::
@@ -229,7 +35,8 @@ class VLAE(_AutoregressiveVAE):
     3×3 layers: each pixel's conditional sees at most ``window`` rows above and ``window``
     columns to either side (the paper: 6 layers, a window of 6). The small window leaves the
     global structure to :math:`z` (the paper's lossy code). The prior is
-    :class:`AutoregressiveFlow` (``prior_steps=0``: :math:`\mathcal{N}(0, I)`).
+    :class:`~pyro_vaeflow.transforms.AutoregressiveFlow` (``prior_steps=0``:
+    :math:`\mathcal{N}(0, I)`).
 
     Pixels. ``likelihood="bernoulli"``: binary pixels (:math:`n = 1`; e.g.
     :class:`~pyro_vaeflow.data.DynamicallyBinarized` data), one logit each. ``"logistic"``: a
@@ -253,7 +60,8 @@ class VLAE(_AutoregressiveVAE):
               \overline{\mathrm{KL}}_g = \frac1N \sum_n \sum_{j \in G_g}
               \big[\log q(z_j \mid x_n) - \log p_j(z)\big],
 
-    the per-dimension terms :math:`\log p_j` of :meth:`AutoregressiveFlow.log_prob_per_dim`
+    the per-dimension terms :math:`\log p_j` of
+    :meth:`~pyro_vaeflow.transforms.AutoregressiveFlow.log_prob_per_dim`
     (they sum to :math:`\log p(z)`), averaged over the mini-batch. It is written as the ELBO
     plus a correction, so that ``Trace_ELBO`` stays the estimator:
     :math:`\tilde{\mathcal L} = \mathrm{ELBO} + \sum_n c`,
@@ -320,54 +128,26 @@ class VLAE(_AutoregressiveVAE):
         prior_affine: bool = False,
         min_scale: float = 1e-3,
     ) -> None:
-        super().__init__()
-        channels, _, _ = self._init_common(image_shape)
-        if likelihood not in _LIKELIHOODS:
-            raise ValueError(f"likelihood must be one of {_LIKELIHOODS}, got {likelihood!r}")
-        _check_int("latent_dim", latent_dim, 1)
-        _check_int("n_bits", n_bits, 1)
-        if n_bits > 8:
-            raise ValueError(f"n_bits must be at most 8, got {n_bits}")
-        _check_int("window", window, 1)
-        _check_int("cond_channels", cond_channels, 1)
-        _check_int("prior_steps", prior_steps, 0)
-        free_bits = _check_number("free_bits", free_bits, 0.0)
+        super().__init__(image_shape)
+        channels = self.image_shape[0]
+        check_choice("likelihood", likelihood, _LIKELIHOODS)
+        check_int("latent_dim", latent_dim)
+        check_int("n_bits", n_bits, high=8)
+        check_int("window", window)
+        check_int("cond_channels", cond_channels)
+        check_int("prior_steps", prior_steps, 0)
+        free_bits = check_number("free_bits", free_bits, 0.0)
         groups = latent_dim if free_bits_groups is None else free_bits_groups
-        _check_int("free_bits_groups", groups, 1)
+        check_int("free_bits_groups", groups)
         if latent_dim % groups:
             raise ValueError(f"free_bits_groups ({groups}) must divide latent_dim ({latent_dim})")
-        min_scale = _check_number("min_scale", min_scale, 0.0, strict=True)
-        depth = default_architecture(self.image_shape)["depth"] if depth is None else depth
+        min_scale = check_number("min_scale", min_scale, 0.0, strict=True)
         self.latent_dim, self.likelihood_name = latent_dim, likelihood
-        self._n_bits = 1 if likelihood == "bernoulli" else n_bits
+        self.n_bits = 1 if likelihood == "bernoulli" else n_bits
         self.free_bits, self.free_bits_groups, self.min_scale = free_bits, groups, min_scale
-        self.config = {
-            "image_shape": self.image_shape,
-            "latent_dim": latent_dim,
-            "likelihood": likelihood,
-            "n_bits": n_bits,
-            "window": window,
-            "free_bits": free_bits,
-            "free_bits_groups": groups,
-            "depth": depth,
-            "base_channels": base_channels,
-            "blocks_per_scale": blocks_per_scale,
-            "fc_dim": fc_dim,
-            "cond_channels": cond_channels,
-            "pixelcnn_channels": pixelcnn_channels,
-            "prior_steps": prior_steps,
-            "prior_hidden_dims": tuple(int(h) for h in prior_hidden_dims),
-            "prior_affine": bool(prior_affine),
-            "min_scale": min_scale,
-        }
-        net = {
-            "depth": depth,
-            "base_channels": base_channels,
-            "blocks_per_scale": blocks_per_scale,
-            "fc_dim": fc_dim,
-        }
-        self.encoder = ResNetEncoder(self.image_shape, latent_dim, **net)
-        self.decoder = ResNetDecoder(self.image_shape, latent_dim, cond_channels, **net)
+        net = ResNetSizes(self.image_shape, depth, base_channels, blocks_per_scale, fc_dim)
+        self.encoder = net.encoder(latent_dim)
+        self.decoder = net.decoder(latent_dim, cond_channels)
         params = 1 if likelihood == "bernoulli" else 2
         self.pixelcnn = PixelCNN(
             channels, params, pixelcnn_channels, window, kernel_size=3, cond_channels=cond_channels
@@ -377,20 +157,6 @@ class VLAE(_AutoregressiveVAE):
             if prior_steps
             else None
         )
-
-    @property
-    def n_bits(self) -> int:
-        """The bit depth of the observed pixels: 1 for Bernoulli, else ``n_bits``."""
-        return self._n_bits
-
-    # -- distributions -------------------------------------------------------------------------
-
-    def prior(self, temperature: float = 1.0) -> dist.TorchDistribution:
-        r"""The prior :math:`p(z)` (sampling temperature ``temperature``)."""
-        if self.prior_flow is not None:
-            return FlowPrior(self.latent_dim, self.prior_flow, temperature=temperature)
-        zeros = self._zeros(self.latent_dim)
-        return dist.Normal(zeros, temperature * torch.ones_like(zeros)).to_event(1)
 
     def _pixel_distribution(self, params: Tensor) -> dist.TorchDistribution:
         """The distribution of the levels, from PixelCNN parameters ``[..., P]`` per pixel."""
@@ -462,9 +228,8 @@ class VLAE(_AutoregressiveVAE):
     @torch.no_grad()
     def sample(self, n: int, progress: bool = True, prior_temperature: float = 1.0) -> Tensor:
         """``n`` images: latents from the prior, then :meth:`decode` (with a tqdm bar)."""
-        _check_int("n", n, 1)
-        z = self.prior(prior_temperature).expand([n]).sample()
-        return self.decode(z, progress)
+        check_int("n", n)
+        return self.decode(self.prior(prior_temperature).expand([n]).sample(), progress)
 
     @torch.no_grad()
     def reconstruct(self, x: Tensor, progress: bool = True) -> Tensor:

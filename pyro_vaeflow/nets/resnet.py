@@ -3,10 +3,74 @@ r"""The convolutional ResNet encoder and decoder of Dai & Wipf (2019), sized by 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from torch import Tensor, nn
 
-__all__ = ["ResNetDecoder", "ResNetEncoder", "ResidualBlock"]
+__all__ = ["ResNetDecoder", "ResNetEncoder", "ResNetSizes", "ResidualBlock", "default_architecture"]
+
+
+def default_architecture(image_shape: Sequence[int]) -> dict:
+    """Sensible network sizes for the usual image sizes (28×28, 32×32, 64×64).
+
+    The ResNet depth halves the image down to 7×7 or 4×4, as Dai & Wipf's; 1-channel images get
+    one squeeze in a Glow layer so that its couplings have channels to split.
+
+    Example:
+        >>> default_architecture((1, 28, 28))
+        {'latent_dim': 32, 'depth': 2, 'glow_squeeze': 1}
+    """
+    channels, height, width = image_shape
+    side = min(height, width)
+    return {
+        "latent_dim": 32 if side < 32 else 64,
+        "depth": 2 if side < 32 else 3 if side < 64 else 4,
+        "glow_squeeze": 1 if channels == 1 else 0,
+    }
+
+
+@dataclass(frozen=True)
+class ResNetSizes:
+    """The sizes shared by a model's :class:`ResNetEncoder` and :class:`ResNetDecoder`.
+
+    Attributes:
+        image_shape: ``(C, H, W)``.
+        depth: the number of scales (``None``: :func:`default_architecture`'s for the image).
+        base_channels: channels at full resolution.
+        blocks_per_scale: residual blocks at each scale.
+        fc_dim: width of the fully connected layer.
+
+    Example:
+        >>> sizes = ResNetSizes((1, 28, 28), base_channels=4, fc_dim=8)
+        >>> sizes.depth, sizes.decoder(latent_dim=2, out_channels=1)(torch.zeros(3, 2)).shape
+        (2, torch.Size([3, 1, 28, 28]))
+    """
+
+    image_shape: tuple[int, int, int]
+    depth: int | None = None
+    base_channels: int = 32
+    blocks_per_scale: int = 1
+    fc_dim: int = 512
+
+    def __post_init__(self) -> None:
+        if self.depth is None:
+            object.__setattr__(self, "depth", default_architecture(self.image_shape)["depth"])
+
+    def _sizes(self) -> dict:
+        return {
+            "depth": self.depth,
+            "base_channels": self.base_channels,
+            "blocks_per_scale": self.blocks_per_scale,
+            "fc_dim": self.fc_dim,
+        }
+
+    def encoder(self, latent_dim: int) -> ResNetEncoder:
+        """A :class:`ResNetEncoder` of these sizes."""
+        return ResNetEncoder(self.image_shape, latent_dim, **self._sizes())
+
+    def decoder(self, latent_dim: int, out_channels: int) -> ResNetDecoder:
+        """A :class:`ResNetDecoder` of these sizes."""
+        return ResNetDecoder(self.image_shape, latent_dim, out_channels, **self._sizes())
 
 
 class ResidualBlock(nn.Module):

@@ -1,11 +1,13 @@
 """Flows as Pyro ``TransformModule``\\ s mapping base → data.
 
-Image flows act on ``[..., C, H, W]`` (event dimension 3); the prior's flow acts on vectors
-(event dimension 1). Every flow is a :class:`Flow`: it computes each log-determinant once,
-and its cache never returns values computed with older parameters.
+Image flows act on ``[..., C, H, W]`` (event dimension 3); the priors' flows act on vectors
+(event dimension 1): Real NVP couplings and VLAE's autoregressive flow. Every flow is a
+:class:`Flow`: it computes each log-determinant once, and its cache never returns values
+computed with older parameters.
 """
 
 from pyro_vaeflow.transforms.actnorm import ActNorm2d
+from pyro_vaeflow.transforms.autoregressive import AutoregressiveFlow
 from pyro_vaeflow.transforms.base import ComposeFlow, Flow
 from pyro_vaeflow.transforms.conv1x1 import InvConv1x1
 from pyro_vaeflow.transforms.coupling import (
@@ -23,6 +25,7 @@ __all__ = [
     "AdditiveCoupling2d",
     "AffineCoupling1d",
     "AffineCoupling2d",
+    "AutoregressiveFlow",
     "ComposeFlow",
     "Flow",
     "GlowConditioner",
