@@ -8,7 +8,6 @@ import math
 import pyro
 import pytest
 import torch
-from pyro import poutine
 from pyro.infer import Trace_ELBO
 from torch.utils.data import TensorDataset
 
@@ -75,7 +74,7 @@ def test_phase_restores_requires_grad_and_rejects_unknown_phases():
     with phase(vae, "vae"):
         pass
     assert all(p.requires_grad for p in vae.parameters())
-    with pytest.raises(ValueError, match="unknown phase"), phase(vae, "decoder"):
+    with pytest.raises(ValueError, match="has no phase 'decoder'"), phase(vae, "decoder"):
         pass
     with pytest.raises(ValueError, match="Glow layer"), phase(vae, "glow"):
         pass
@@ -243,18 +242,6 @@ def test_several_particles_train_and_change_the_estimate():
     one, three = (quick_fit(tiny_vae(), "vae", num_particles=k) for k in (1, 3))
     assert math.isfinite(three[-1]["train_bpd"])
     assert three[-1]["train_bpd"] != one[-1]["train_bpd"]
-
-
-@pytest.mark.parametrize("phase_name", ["vae", "glow", "prior", "joint"])
-def test_the_model_and_guide_register_every_trainable_parameter(phase_name):
-    vae = tiny_vae()
-    with pyro.get_param_store().scope(), phase(vae, phase_name):
-        with poutine.trace(param_only=True) as capture:
-            Trace_ELBO().differentiable_loss(vae.model, vae.guide, fashion_images(4))
-        seen = {id(site["value"].unconstrained()) for site in capture.trace.nodes.values()}
-        trainable = {name: p for name, p in vae.named_parameters() if p.requires_grad}
-    assert trainable
-    assert [name for name, p in trainable.items() if id(p) not in seen] == []
 
 
 def test_registering_an_unknown_part_is_refused():

@@ -1,19 +1,35 @@
-"""Training: one phase at a time with SVI and ``Trace_ELBO``, with checkpoints."""
+"""Training: one phase at a time with SVI and ``Trace_ELBO``, with checkpoints.
+
+:func:`fit` is the engine; its parts can be used and tested alone: the options
+(:class:`FitConfig`), the learning-rate schedule (:class:`LearningRateSchedule`), early stopping
+and the time budget (:class:`EarlyStopping`, :class:`TimeBudget`), the phase checkpoint
+(:class:`PhaseCheckpoint`), the phases a model declares (:func:`phase`) and the guarded SVI step
+(:class:`GuardedSVI`, :class:`MultiTensorAdam`).
+"""
 
 from pyro_vaeflow.training.batches import Batches, to_model
+from pyro_vaeflow.training.checkpoint import PhaseCheckpoint
+from pyro_vaeflow.training.config import FitConfig
 from pyro_vaeflow.training.fit import fit, loss_to_bits_per_dim
 from pyro_vaeflow.training.guarded_svi import GuardedSVI, NonFiniteLossError
 from pyro_vaeflow.training.optim import MultiTensorAdam
-from pyro_vaeflow.training.phases import PHASES, phase
+from pyro_vaeflow.training.phases import phase, phases_of
+from pyro_vaeflow.training.schedule import LearningRateSchedule
+from pyro_vaeflow.training.stopping import EarlyStopping, TimeBudget
 
 __all__ = [
-    "PHASES",
     "Batches",
+    "EarlyStopping",
+    "FitConfig",
     "GuardedSVI",
+    "LearningRateSchedule",
     "MultiTensorAdam",
     "NonFiniteLossError",
+    "PhaseCheckpoint",
+    "TimeBudget",
     "fit",
     "loss_to_bits_per_dim",
     "phase",
+    "phases_of",
     "to_model",
 ]

@@ -1,43 +1,60 @@
-r"""The training phases: which parts of a model each trains, and which stages are switched off."""
+r"""Applying a model's declared training phase: freeze what it does not train, switch off what
+it trains without."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from types import MappingProxyType
 
 from torch import nn
 
-__all__ = ["PHASES", "phase"]
+from pyro_vaeflow.models.base import Phase, switched_off
 
-PHASES: dict[str, tuple[str, ...]] = {
-    "vae": ("encoder", "decoder", "decoder_scale", "prior_flow"),
-    "glow": ("glow",),
-    "prior": ("prior_flow",),
-    "joint": ("encoder", "decoder", "decoder_scale", "prior_flow", "glow"),
-    "second": ("second_stage",),
-    "all": (),
-}
-"""Phase name → the submodules it trains; every other submodule is frozen (``"all"``: none)."""
+__all__ = ["phase", "phases_of", "resolve_phase"]
 
-_SWITCHED_OFF: dict[str, tuple[str, ...]] = {"vae": ("glow_enabled", "second_stage_enabled")}
-"""Phase name → boolean attributes of the model set to ``False`` during the phase."""
+_ONE_PHASE = MappingProxyType({"all": Phase(description="every part of the model")})
+
+
+def phases_of(model: nn.Module) -> Mapping[str, Phase]:
+    """The phases ``model`` declares (its ``phases`` attribute); a model that declares none,
+    such as a plain ``nn.Module`` with ``model``/``guide`` methods, has one: ``"all"``.
+
+    Example:
+        >>> from pyro_vaeflow.models import TwoStageVAE
+        >>> list(phases_of(TwoStageVAE)), list(phases_of(torch.nn.Linear(2, 2)))
+        (['first', 'second'], ['all'])
+    """
+    return getattr(model, "phases", _ONE_PHASE)
+
+
+def resolve_phase(model: nn.Module, name: str) -> Phase:
+    """The declared :class:`~pyro_vaeflow.models.Phase` ``name`` of ``model``, checked to have
+    something to train."""
+    declared = phases_of(model)
+    if name not in declared:
+        raise ValueError(
+            f"{type(model).__name__} has no phase {name!r}; it declares {sorted(declared)}"
+        )
+    spec = declared[name]
+    if spec.trains and not spec.parts(model):
+        needs = spec.needs or f"one of the parts {list(spec.trains)}"
+        raise ValueError(f"phase {name!r} needs a model with {needs}")
+    return spec
 
 
 @contextmanager
-def phase(vae: nn.Module, name: str) -> Iterator[list[str]]:
-    """Freeze every part of ``vae`` that phase ``name`` does not train, for the ``with`` block.
+def phase(model: nn.Module, name: str) -> Iterator[list[str]]:
+    """Freeze every part of ``model`` that its phase ``name`` does not train, and switch off
+    what the phase declares, for the ``with`` block.
 
-    * ``"vae"``: encoder, decoder and prior, with the Glow layer (``glow_enabled``) and a
-      :class:`~pyro_vaeflow.models.TwoStageVAE`'s second stage (``second_stage_enabled``)
-      switched off (phase 1);
-    * ``"glow"``: only the Glow layer (phase 2);
-    * ``"prior"``: only the flow prior (refitting it, as the paper did for CIFAR-10);
-    * ``"joint"``: everything of a ``VAEFlow`` at once (the paper's ablation);
-    * ``"second"``: only the second-stage VAE of a ``TwoStageVAE``;
-    * ``"all"``: every submodule (single-phase models such as the standalone Glow).
-
-    Frozen parameters get ``requires_grad=False``, so they receive no gradient and stay
-    bit-identical. The previous state is restored on exit. Yields the trained part names.
+    The phases are the model's own declarations (``model.phases``, see
+    :class:`~pyro_vaeflow.models.Phase`); for example a
+    :class:`~pyro_vaeflow.models.VAEFlow` has ``"vae"``, ``"glow"``, ``"prior"`` and
+    ``"joint"``, a :class:`~pyro_vaeflow.models.TwoStageVAE` ``"first"`` and ``"second"``,
+    and the single-phase models ``"all"``. Frozen parameters get ``requires_grad=False``, so
+    they receive no gradient and stay bit-identical. The previous state is restored on exit.
+    Yields the trained part names.
 
     Example:
         >>> from pyro_vaeflow.models import VAEFlow
@@ -47,29 +64,14 @@ def phase(vae: nn.Module, name: str) -> Iterator[list[str]]:
         ...     trained, vae.encoder.net[0].weight.requires_grad
         (['glow'], False)
     """
-    if name not in PHASES:
-        raise ValueError(f"unknown phase {name!r}; expected one of {sorted(PHASES)}")
-    children = dict(vae.named_children())
-    wanted = PHASES[name] or tuple(children)
-    trained = [part for part in wanted if part in children]
-    needs = {
-        "glow": "Glow layer (glow_depth > 0)",
-        "prior": "flow prior (prior='flow')",
-        "second": "second stage (a TwoStageVAE)",
-    }
-    if name in needs and not trained:
-        raise ValueError(f"phase {name!r} needs a model with a {needs[name]}")
-    saved = {n: p.requires_grad for n, p in vae.named_parameters()}
-    flags = [flag for flag in _SWITCHED_OFF.get(name, ()) if hasattr(vae, flag)]
-    switches = {flag: getattr(vae, flag) for flag in flags}
+    spec = resolve_phase(model, name)
+    trained = spec.parts(model)
+    saved = {n: p.requires_grad for n, p in model.named_parameters()}
     try:
-        for child_name, child in children.items():
+        for child_name, child in model.named_children():
             child.requires_grad_(child_name in trained)
-        for flag in switches:
-            setattr(vae, flag, False)
-        yield trained
+        with switched_off(model, spec.switches_off):
+            yield trained
     finally:
-        for n, p in vae.named_parameters():
+        for n, p in model.named_parameters():
             p.requires_grad_(saved[n])
-        for flag, value in switches.items():
-            setattr(vae, flag, value)

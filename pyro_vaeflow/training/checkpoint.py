@@ -1,0 +1,125 @@
+r"""A phase's checkpoint: everything an exact resume needs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from pyro_vaeflow.training.optim import MultiTensorAdam
+from pyro_vaeflow.training.stopping import EarlyStopping
+
+__all__ = ["PhaseCheckpoint", "rng_state", "set_rng_state"]
+
+
+def rng_state(device: torch.device) -> dict:
+    """The states of torch's global generators (the CPU's and, on CUDA, ``device``'s)."""
+    state = {"torch": torch.get_rng_state()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def set_rng_state(state: dict, device: torch.device) -> None:
+    """Restore what :func:`rng_state` returned."""
+    torch.set_rng_state(state["torch"])
+    if device.type == "cuda" and "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"], device)
+
+
+@dataclass
+class PhaseCheckpoint:
+    """The state of a phase after an epoch: the model, the optimiser, the random generators,
+    the history and the early-stopping record.
+
+    :meth:`capture` takes it from the live objects, :meth:`restore` puts it back, and
+    :meth:`to_payload`/:meth:`from_payload` convert it to and from the plain data a checkpoint
+    file holds (see :meth:`~pyro_vaeflow.rundir.RunDir.save_checkpoint`).
+
+    Example:
+        >>> model, shuffle = torch.nn.Linear(2, 1), torch.Generator().manual_seed(0)
+        >>> optim, stopping = MultiTensorAdam(lr=0.1), EarlyStopping(None)
+        >>> saved = PhaseCheckpoint.capture(model, optim, shuffle, stopping, [], 3, False)
+        >>> PhaseCheckpoint.from_payload(saved.to_payload()).epoch
+        3
+    """
+
+    model: dict
+    optimizer: dict
+    rng: dict
+    best: dict
+    history: list[dict]
+    epoch: int
+    early_stopped: bool
+    architecture: str | None = None
+    config: dict | None = None
+
+    @classmethod
+    def capture(
+        cls,
+        model: nn.Module,
+        optim: MultiTensorAdam,
+        shuffle: torch.Generator,
+        stopping: EarlyStopping,
+        history: list[dict],
+        epoch: int,
+        early_stopped: bool,
+    ) -> PhaseCheckpoint:
+        """The state of a phase that has run ``epoch`` epochs."""
+        device = next(model.parameters()).device
+        return cls(
+            model=model.state_dict(),
+            optimizer=optim.get_state(),
+            rng={**rng_state(device), "shuffle": shuffle.get_state()},
+            best=stopping.state_dict(),
+            history=history,
+            epoch=epoch,
+            early_stopped=early_stopped,
+            architecture=getattr(model, "architecture", None),
+            config=getattr(model, "config", None),
+        )
+
+    def restore(
+        self,
+        model: nn.Module,
+        optim: MultiTensorAdam,
+        shuffle: torch.Generator,
+        stopping: EarlyStopping,
+    ) -> None:
+        """Put the saved state back into the live objects."""
+        model.load_state_dict(self.model)
+        optim.set_state(self.optimizer)
+        set_rng_state(self.rng, next(model.parameters()).device)
+        shuffle.set_state(self.rng["shuffle"])
+        stopping.load_state_dict(self.best)
+
+    def to_payload(self) -> dict:
+        """The plain data of a checkpoint file."""
+        payload = {
+            "epoch": self.epoch,
+            "early_stopped": self.early_stopped,
+            "model": self.model,
+            "optimizer": self.optimizer,
+            "history": self.history,
+            "best": self.best,
+            "rng": self.rng,
+        }
+        if self.architecture is not None:  # so that load_model reads a training checkpoint
+            payload.update(architecture=self.architecture, config=self.config)
+        return payload
+
+    @classmethod
+    def from_payload(cls, payload: dict) -> PhaseCheckpoint:
+        """Read :meth:`to_payload`'s data back (as written by any version of ``fit``)."""
+        return cls(
+            model=payload["model"],
+            optimizer=payload["optimizer"],
+            rng=payload["rng"],
+            best=payload["best"],
+            history=list(payload["history"]),
+            epoch=int(payload["epoch"]),
+            early_stopped=bool(payload["early_stopped"]),
+            architecture=payload.get("architecture"),
+            config=payload.get("config"),
+        )

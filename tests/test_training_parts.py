@@ -1,0 +1,131 @@
+"""The parts of the training engine, each on its own: options, learning-rate schedule, early
+stopping, time budget, phase checkpoint and the loss logged every few steps."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from pyro_vaeflow.rundir import RunDir
+from pyro_vaeflow.training import (
+    EarlyStopping,
+    FitConfig,
+    LearningRateSchedule,
+    MultiTensorAdam,
+    PhaseCheckpoint,
+    TimeBudget,
+    fit,
+)
+from tests.helpers import fashion_pixels, tiny_vae
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"epochs": -1}, "epochs"),
+        ({"batch_size": 0}, "batch_size"),
+        ({"lr": 0.0}, "lr"),
+        ({"lr": math.nan}, "lr"),
+        ({"val_fraction": 1.0}, "val_fraction"),
+        ({"n_bits": 9}, "n_bits"),
+        ({"num_particles": 0}, "num_particles"),
+        ({"log_every": 0}, "log_every"),
+        ({"patience": 0}, "patience"),
+    ],
+)
+def test_bad_options_are_refused_by_name(options, message):
+    with pytest.raises(ValueError, match=message):
+        FitConfig(**options)
+
+
+def test_an_unknown_option_lists_the_known_ones():
+    with pytest.raises(TypeError, match=r"unknown training options \['epoch'\].*'epochs'"):
+        fit(tiny_vae(), fashion_pixels(8), "vae", epoch=3)
+
+
+def test_keyword_options_override_the_config():
+    config = FitConfig(epochs=3, lr=0.5, progress=False)
+    history = fit(tiny_vae(), fashion_pixels(16), "vae", 2, 8, config=config, lr=1e-3)
+    assert [row["epoch"] for row in history] == [1, 2]
+    assert {row["lr"] for row in history} == {1e-3}
+    assert [row["step"] for row in history] == [2, 4]
+
+
+def test_the_schedule_warms_up_then_halves():
+    schedule = LearningRateSchedule(1.0, halve_every=2, warmup_steps=10, steps_per_epoch=4)
+    rates = [schedule.at(epoch, step) for epoch in range(5) for step in range(4)]
+    assert rates[:8] == pytest.approx([k / 10 for k in range(1, 9)])  # epochs 0 and 1
+    assert rates[8:12] == pytest.approx([0.45, 0.5, 0.5, 0.5])  # epoch 2: halved, warm
+
+    assert rates[16:] == [0.25] * 4
+    assert [schedule.epoch_rate(e) for e in range(5)] == [1.0, 1.0, 0.5, 0.5, 0.25]
+    assert LearningRateSchedule(1e-3).at(7, 3) == 1e-3
+
+
+def test_early_stopping_keeps_the_best_weights_and_restores_them():
+    model = torch.nn.Linear(1, 1)
+    stopping = EarlyStopping(patience=2)
+    assert not stopping.update(3.0, model)
+    best = model.weight.detach().clone()
+    with torch.no_grad():
+        model.weight.add_(1.0)
+    assert not stopping.update(3.5, model)
+    assert stopping.update(3.2, model)
+    stopping.restore_best(model)
+    assert torch.equal(model.weight, best)
+    copy = EarlyStopping(patience=2)
+    copy.load_state_dict(stopping.state_dict())
+    assert (copy.best_bpd, copy.stale) == (3.0, 2)
+    assert not EarlyStopping(None).update(1.0, model)
+
+
+def test_the_time_budget_refuses_an_epoch_that_would_overrun():
+    assert TimeBudget(None).allows_epoch([{"seconds": 1e9}])
+    assert TimeBudget(60.0).allows_epoch([])
+    assert TimeBudget(60.0).allows_epoch([{"seconds": 1.0}])
+    assert not TimeBudget(60.0).allows_epoch([{"seconds": 120.0}])
+    assert not TimeBudget(-1.0).allows_epoch([])
+
+
+def test_a_phase_checkpoint_restores_model_optimiser_generators_and_stopping():
+    model, shuffle = torch.nn.Linear(2, 1), torch.Generator().manual_seed(3)
+    optim, stopping = MultiTensorAdam(lr=0.1), EarlyStopping(patience=3)
+    stopping.update(2.0, model)
+    torch.manual_seed(7)
+    saved = PhaseCheckpoint.capture(model, optim, shuffle, stopping, [{"epoch": 1}], 1, False)
+    expected = (torch.rand(3), torch.rand(3, generator=shuffle))
+    payload = json.loads(json.dumps(saved.to_payload(), default=lambda t: t.tolist()))
+    assert payload["epoch"] == 1
+    assert payload["history"] == [{"epoch": 1}]
+
+    other, other_shuffle = torch.nn.Linear(2, 1), torch.Generator().manual_seed(0)
+    other_stopping = EarlyStopping(patience=3)
+    PhaseCheckpoint.from_payload(saved.to_payload()).restore(
+        other, MultiTensorAdam(lr=0.1), other_shuffle, other_stopping
+    )
+    assert torch.equal(other.weight, model.weight)
+    assert torch.equal(torch.rand(3), expected[0])
+    assert torch.equal(torch.rand(3, generator=other_shuffle), expected[1])
+    assert other_stopping.best_bpd == 2.0
+
+
+def test_the_loss_is_logged_every_few_steps(tmp_path):
+    history = fit(
+        tiny_vae(),
+        fashion_pixels(40),
+        "vae",
+        epochs=2,
+        batch_size=8,
+        log_every=3,
+        progress=False,
+        run_dir=tmp_path,
+    )
+    run = RunDir(tmp_path)
+    steps = run.steps()
+    assert [row["step"] for row in steps] == [3, 6, 9]  # 5 steps an epoch, 10 in all
+    assert {row["epoch"] for row in steps} == {1, 2}
+    assert all(row["phase"] == "vae" and 0 < row["train_bpd"] < 20 for row in steps)
+    assert run.history() == [json.loads(json.dumps(row)) for row in history]
