@@ -15,13 +15,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from pyro_vaeflow.experiment import evaluate, make_figures, summary_table, train
-from pyro_vaeflow.presets import PRESETS, get_preset
+from pyro_vaeflow.presets import PRESETS, get_preset, override
+from pyro_vaeflow.run import evaluate, make_figures, summary_table, train
 
 SMOKE = {
     "train_images": 256,
-    "vae_epochs": 1,
-    "glow_epochs": 1,
     "elbo_images": 64,
     "is_images": 4,
     "is_samples": 8,
@@ -44,7 +42,9 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def main(args: argparse.Namespace) -> dict:
-    preset = get_preset(args.preset, **(SMOKE if args.smoke else {}))
+    preset = get_preset(args.preset)
+    if args.smoke:  # one epoch of each phase, on a few images
+        preset = override(preset, epochs=dict.fromkeys(preset.epochs, 1), **SMOKE)
     run_dir = args.run_dir or (
         Path(tempfile.mkdtemp(prefix="vaeflow-smoke-"))
         if args.smoke

@@ -11,7 +11,6 @@ Examples::
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -20,6 +19,7 @@ import torch
 
 from pyro_vaeflow import __version__
 from pyro_vaeflow.presets import PRESETS, Preset, get_preset, override
+from pyro_vaeflow.rundir import RunDir
 
 __all__ = ["build_parser", "load_run_preset", "main"]
 
@@ -49,12 +49,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=__version__)
     commands = parser.add_subparsers(dest="command", required=True)
-    train = commands.add_parser("train", help="train phase 1 (VAE + prior), then phase 2 (Glow)")
+    train = commands.add_parser(
+        "train", help="train the preset's phases (VAEFlow: VAE + prior, then the Glow layer)"
+    )
     _add_common(train)
     train.add_argument("--preset", choices=sorted(PRESETS), default="cpu")
     train.add_argument("--resume", action="store_true", help="continue a stopped run")
-    train.add_argument("--vae-epochs", type=int)
-    train.add_argument("--glow-epochs", type=int)
+    train.add_argument(
+        "--epochs",
+        type=_phase_epochs,
+        action="append",
+        metavar="PHASE=N",
+        help="epochs of a phase, e.g. --epochs vae=6 --epochs glow=4 (repeatable)",
+    )
+    train.add_argument("--vae-epochs", type=int, help="epochs of the preset's first phase")
+    train.add_argument("--glow-epochs", type=int, help="epochs of the preset's second phase")
     train.add_argument("--batch-size", type=int)
     train.add_argument("--lr", type=float)
     train.add_argument("--train-images", type=int, help="use the first N training images")
@@ -73,18 +82,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _phase_epochs(text: str) -> tuple[str, int]:
+    """``"glow=4"`` → ``("glow", 4)``."""
+    phase, _, epochs = text.partition("=")
+    if not phase or not epochs.isdigit():
+        raise argparse.ArgumentTypeError(f"expected PHASE=N with N >= 0, got {text!r}")
+    return phase, int(epochs)
+
+
 def load_run_preset(run_dir: Path) -> Preset:
     """The preset a run was trained with, from ``<run_dir>/config.json``."""
-    path = Path(run_dir) / "config.json"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} not found: is {run_dir} a pyro-vaeflow run directory?")
-    config = json.loads(path.read_text())
-    config["image_shape"] = tuple(config["image_shape"])
-    config["model"] = {  # JSON has no tuples
-        key: tuple(value) if isinstance(value, list) else value
-        for key, value in config["model"].items()
-    }
-    return Preset(**config)
+    return Preset.from_dict(RunDir(run_dir).read_config())
 
 
 def _evaluation_overrides(args: argparse.Namespace) -> dict:
@@ -98,7 +106,7 @@ def _evaluation_overrides(args: argparse.Namespace) -> dict:
 
 
 def _run_evaluation(vae, preset, history, args) -> None:
-    from pyro_vaeflow.experiment import evaluate, make_figures, summary_table
+    from pyro_vaeflow.run import evaluate, make_figures, summary_table
 
     metrics = evaluate(
         vae,
@@ -112,29 +120,24 @@ def _run_evaluation(vae, preset, history, args) -> None:
     )
     figures = make_figures(vae, history, args.run_dir, seed=args.seed)
     print(summary_table(metrics, history))
-    print(f"metrics: {args.run_dir / 'metrics.json'}; figures: {figures[0].parent}")
-
-
-def _history(run_dir: Path) -> list[dict]:
-    path = run_dir / "metrics.jsonl"
-    rows = [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
-    latest: dict[tuple, dict] = {}
-    for row in rows:  # a resumed run may log an epoch twice: keep the last
-        latest[(row["phase"], row["epoch"])] = row
-    return list(latest.values())
+    print(f"metrics: {RunDir(args.run_dir).metrics_path}; figures: {figures[0].parent}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``pyro-vaeflow``; returns the exit status."""
     args = build_parser().parse_args(argv)
-    from pyro_vaeflow.experiment import train
+    run = RunDir(args.run_dir)
     from pyro_vaeflow.models import load_model, sample_options
     from pyro_vaeflow.plotting import image_grid
+    from pyro_vaeflow.run import train
 
     try:
         if args.command == "train":
-            preset = get_preset(
-                args.preset,
+            preset = get_preset(args.preset)
+            if args.epochs:
+                preset = override(preset, epochs={**preset.epochs, **dict(args.epochs)})
+            preset = override(
+                preset,
                 vae_epochs=args.vae_epochs,
                 glow_epochs=args.glow_epochs,
                 batch_size=args.batch_size,
@@ -152,23 +155,23 @@ def main(argv: Sequence[str] | None = None) -> int:
                 seed=args.seed,
                 progress=not args.quiet,
             )
-            print(f"trained: {args.run_dir / 'model.pt'}")
+            print(f"trained: {run.model_path}")
             if args.evaluate:
                 _run_evaluation(vae, preset, history, args)
         elif args.command == "evaluate":
             preset = override(load_run_preset(args.run_dir), **_evaluation_overrides(args))
-            vae = load_model(args.run_dir / "model.pt", map_location=args.device)
-            _run_evaluation(vae, preset, _history(args.run_dir), args)
+            vae = load_model(run.model_path, map_location=args.device)
+            _run_evaluation(vae, preset, run.history(), args)
         else:
             from torchvision.utils import save_image
 
-            vae = load_model(args.run_dir / "model.pt", map_location=args.device)
+            vae = load_model(run.model_path, map_location=args.device)
             torch.manual_seed(args.seed)
             options = sample_options(
                 vae, temperature=args.temperature, prior_temperature=args.prior_temperature
             )
             images = vae.sample(args.n, **options)
-            out = args.out or args.run_dir / "samples.png"
+            out = args.out or run.sample_grid_path
             out.parent.mkdir(parents=True, exist_ok=True)
             save_image(image_grid(images), out)
             print(f"{args.n} samples at T={args.temperature}: {out}")

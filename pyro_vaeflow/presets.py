@@ -1,15 +1,19 @@
-r"""Named configurations: the CPU demo, a longer CPU run, and the paper's sizes."""
+r"""Named configurations: the CPU demo, a longer CPU run, the baselines and the paper's sizes."""
 
 from __future__ import annotations
 
+import dataclasses
+import warnings
 from dataclasses import asdict, dataclass, field, replace
+
+from pyro_vaeflow.validation import check_int
 
 __all__ = ["PRESETS", "Preset", "get_preset", "override"]
 
 
 @dataclass(frozen=True)
 class Preset:
-    """Everything a run needs: data, model sizes, the two phases and the evaluation.
+    """Everything a run needs: data, model sizes, the training phases and the evaluation.
 
     Attributes:
         name: the preset's name.
@@ -19,21 +23,21 @@ class Preset:
         model: keyword arguments of the model class.
         architecture: the model class, a key of :data:`~pyro_vaeflow.models.ARCHITECTURES`
             (``"vaeflow"``, the paper's model, by default).
-        joint: train a ``VAEFlow`` in one ``"joint"`` phase of ``vae_epochs + glow_epochs``
-            epochs instead of the paper's two phases (its ablation).
         binarize: train on dynamically binarised images (fresh Bernoulli draws every epoch,
             :class:`~pyro_vaeflow.data.DynamicallyBinarized`) and test on one fixed
             binarisation, as VLAE's binary setting does.
-        vae_epochs: epochs of phase 1 (VAE and prior; the only phase of a single-phase model
-            such as the standalone Glow).
-        glow_epochs: epochs of phase 2 (the Glow layer, or a two-stage VAE's second stage).
+        epochs: the phases to train, in order, with their epochs: names of the model's phases
+            (see :attr:`~pyro_vaeflow.models.ImageModel.phases`), e.g. ``{"vae": 6, "glow": 4}``
+            for the paper's two phases, ``{"joint": 10}`` for its ablation, ``{"all": 10}`` for
+            a single-phase model. A phase with 0 epochs, or one the model cannot train (a Glow
+            phase without a Glow layer), is skipped.
         batch_size: images per step.
         lr: Adam's learning rate.
         lr_halve_every: halve the learning rate every this many epochs.
         warmup_steps: linear learning-rate warm-up at the start of each phase (see
             :func:`~pyro_vaeflow.training.fit`).
         clip_norm: per-parameter gradient-norm clipping.
-        time_budget: wall-clock seconds for both phases together (``None``: no limit); each
+        time_budget: wall-clock seconds for all the phases together (``None``: no limit); each
             phase gets its share by epochs, and stops before an epoch that would overrun it.
         train_images: use the first this many training images (``None``: all).
         elbo_images: test images for the test ELBO (``None``: all).
@@ -41,6 +45,9 @@ class Preset:
         is_samples: importance samples :math:`K` per image.
         fid_samples: generated and test images for FID.
         temperature: the Glow temperature of the samples scored by FID.
+
+    ``vae_epochs`` and ``glow_epochs`` (the first and second phase's epochs) are kept as
+    read-only aliases, and :func:`override`/:func:`get_preset` accept them.
     """
 
     name: str
@@ -49,10 +56,8 @@ class Preset:
     image_shape: tuple[int, int, int]
     model: dict = field(default_factory=dict)
     architecture: str = "vaeflow"
-    joint: bool = False
     binarize: bool = False
-    vae_epochs: int = 10
-    glow_epochs: int = 10
+    epochs: dict[str, int] = field(default_factory=lambda: {"vae": 10, "glow": 10})
     batch_size: int = 128
     lr: float = 1e-3
     lr_halve_every: int | None = None
@@ -66,9 +71,76 @@ class Preset:
     fid_samples: int = 1000
     temperature: float = 0.5
 
+    def __post_init__(self) -> None:
+        if not isinstance(self.epochs, dict) or not self.epochs:
+            raise ValueError(f"epochs must map phase names to epochs, got {self.epochs!r}")
+        for phase, epochs in self.epochs.items():
+            check_int(f"epochs[{phase!r}]", epochs, 0)
+        object.__setattr__(self, "epochs", dict(self.epochs))  # a copy of the caller's dict
+
+    @property
+    def vae_epochs(self) -> int:
+        """The first phase's epochs (an alias kept from when presets had two fixed phases)."""
+        return next(iter(self.epochs.values()))
+
+    @property
+    def glow_epochs(self) -> int:
+        """The second phase's epochs, 0 if there is none (an alias, as :attr:`vae_epochs`)."""
+        return list(self.epochs.values())[1] if len(self.epochs) > 1 else 0
+
     def to_dict(self) -> dict:
-        """The preset as plain data (for ``config.json``)."""
+        """The preset as plain data (for ``config.json``).
+
+        Example:
+            >>> Preset.from_dict(PRESETS["cpu"].to_dict()) == PRESETS["cpu"]
+            True
+        """
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Preset:
+        """The preset of :meth:`to_dict`'s data, read back from JSON (lists become tuples).
+
+        A ``config.json`` written before presets had ``epochs`` (with ``vae_epochs``,
+        ``glow_epochs`` and ``joint``) is read into the phases of its architecture.
+
+        Example:
+            >>> old = {**PRESETS["cpu"].to_dict(), "vae_epochs": 3, "glow_epochs": 2}
+            >>> del old["epochs"]
+            >>> Preset.from_dict(old).epochs
+            {'vae': 3, 'glow': 2}
+        """
+        data = dict(data)
+        legacy = {
+            key: data.pop(key) for key in ("vae_epochs", "glow_epochs", "joint") if key in data
+        }
+        if "epochs" not in data:
+            data["epochs"] = _legacy_epochs(data.get("architecture", "vaeflow"), **legacy)
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown preset fields {unknown}; the fields are {sorted(known)}")
+        data["image_shape"] = tuple(data["image_shape"])
+        data["model"] = {  # JSON has no tuples
+            key: tuple(value) if isinstance(value, list) else value
+            for key, value in data.get("model", {}).items()
+        }
+        return cls(**data)
+
+
+def _legacy_epochs(
+    architecture: str, vae_epochs: int = 10, glow_epochs: int = 10, joint: bool = False
+) -> dict[str, int]:
+    """The ``epochs`` of a preset written with the old fields: the first two phases of the
+    architecture's default schedule (one ``"joint"`` phase of both when ``joint``)."""
+    if joint:
+        return {"joint": vae_epochs + glow_epochs}
+    from pyro_vaeflow.models import ARCHITECTURES
+
+    if architecture not in ARCHITECTURES:
+        raise ValueError(f"unknown architecture {architecture!r}")
+    schedule = ARCHITECTURES[architecture].default_schedule
+    return dict(zip(schedule, (vae_epochs, glow_epochs), strict=False))
 
 
 _CPU_MODEL = {
@@ -103,8 +175,7 @@ def _paper_model(depth: int) -> dict:
 
 
 _PAPER_TRAINING = {
-    "vae_epochs": 1000,
-    "glow_epochs": 1000,
+    "epochs": {"vae": 1000, "glow": 1000},
     "batch_size": 64,
     "lr": 1e-4,
     "lr_halve_every": 250,
@@ -121,8 +192,7 @@ PRESETS: dict[str, Preset] = {
             "fashion-mnist",
             (1, 28, 28),
             _CPU_MODEL,
-            vae_epochs=6,
-            glow_epochs=4,
+            epochs={"vae": 6, "glow": 4},
             time_budget=14 * 60,
         ),
         Preset(
@@ -137,8 +207,7 @@ PRESETS: dict[str, Preset] = {
                 "glow_depth": 16,
                 "glow_hidden_channels": 128,
             },
-            vae_epochs=40,
-            glow_epochs=30,
+            epochs={"vae": 40, "glow": 30},
             time_budget=100 * 60,
             fid_samples=2000,
         ),
@@ -149,8 +218,7 @@ PRESETS: dict[str, Preset] = {
             (1, 28, 28),
             {key: _CPU_MODEL[key] for key in ("latent_dim", "base_channels", "fc_dim")},
             architecture="two-stage",
-            vae_epochs=6,
-            glow_epochs=4,
+            epochs={"first": 6, "second": 4},
             time_budget=14 * 60,
         ),
         Preset(
@@ -160,8 +228,7 @@ PRESETS: dict[str, Preset] = {
             (1, 28, 28),
             {"levels": 2, "depth": 8, "hidden_channels": 64, "coupling": "affine"},
             architecture="glow",
-            vae_epochs=10,
-            glow_epochs=0,
+            epochs={"all": 10},
             time_budget=14 * 60,
             is_samples=1,
             temperature=0.7,
@@ -173,8 +240,7 @@ PRESETS: dict[str, Preset] = {
             (1, 28, 28),
             {"likelihood": "logistic", "window": 3},
             architecture="vlae",
-            vae_epochs=10,
-            glow_epochs=0,
+            epochs={"all": 10},
             time_budget=14 * 60,
             is_samples=100,
         ),
@@ -186,8 +252,7 @@ PRESETS: dict[str, Preset] = {
             {"likelihood": "bernoulli", "window": 3},
             architecture="vlae",
             binarize=True,
-            vae_epochs=10,
-            glow_epochs=0,
+            epochs={"all": 10},
             time_budget=14 * 60,
             is_samples=100,
         ),
@@ -198,8 +263,7 @@ PRESETS: dict[str, Preset] = {
             (1, 28, 28),
             {},
             architecture="agave",
-            vae_epochs=10,
-            glow_epochs=0,
+            epochs={"all": 10},
             time_budget=14 * 60,
             is_samples=100,
         ),
@@ -224,11 +288,11 @@ PRESETS: dict[str, Preset] = {
 
 
 def get_preset(name: str, **overrides) -> Preset:
-    """The preset ``name``, with some fields replaced (``None`` values are ignored).
+    """The preset ``name``, with some fields replaced (see :func:`override`).
 
     Example:
-        >>> get_preset("cpu", vae_epochs=1).vae_epochs
-        1
+        >>> get_preset("cpu", vae_epochs=1).epochs
+        {'vae': 1, 'glow': 4}
     """
     if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}; expected one of {', '.join(PRESETS)}")
@@ -238,8 +302,31 @@ def get_preset(name: str, **overrides) -> Preset:
 def override(preset: Preset, **overrides) -> Preset:
     """``preset`` with the given fields replaced; ``None`` values leave a field as it is.
 
+    The aliases of earlier versions are accepted: ``vae_epochs`` and ``glow_epochs`` set the
+    epochs of the preset's first and second phase, and ``joint=True`` trains those epochs in
+    one ``"joint"`` phase.
+
     Example:
         >>> override(PRESETS["cpu"], fid_samples=None, is_images=10).is_images
         10
+        >>> override(PRESETS["cpu"], glow_epochs=0, joint=True).epochs
+        {'joint': 6}
     """
-    return replace(preset, **{k: v for k, v in overrides.items() if v is not None})
+    overrides = {key: value for key, value in overrides.items() if value is not None}
+    epochs = dict(overrides.pop("epochs", preset.epochs))
+    phases = list(epochs)
+    for position, alias in enumerate(("vae_epochs", "glow_epochs")):
+        if alias not in overrides:
+            continue
+        value = overrides.pop(alias)
+        if position < len(phases):
+            epochs[phases[position]] = value
+        elif value:  # as before the aliases, a second phase's epochs are ignored without one
+            warnings.warn(
+                f"{alias}={value} is ignored: it sets the epochs of a preset's phase "
+                f"{position + 1}, and {preset.name!r} has the phases {phases} only",
+                stacklevel=2,
+            )
+    if overrides.pop("joint", False):
+        epochs = {"joint": sum(epochs.values())}
+    return replace(preset, epochs=epochs, **overrides)

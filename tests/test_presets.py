@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from pyro_vaeflow.experiment import schedule
 from pyro_vaeflow.models import build_model
-from pyro_vaeflow.presets import PRESETS, get_preset, override
+from pyro_vaeflow.presets import PRESETS, Preset, get_preset, override
+from pyro_vaeflow.run import schedule
 from pyro_vaeflow.training import fit
 from tests.helpers import fashion_pixels
 
@@ -30,7 +31,7 @@ def test_preset_builds_and_trains_one_step_per_phase(name):
     vae = build_model(preset.architecture, preset.image_shape, **preset.model)
     pixels = real_pixels(preset.image_shape)
     phases = [phase_name for phase_name, _ in schedule(preset, vae)]
-    assert len(phases) == (1 if preset.architecture not in ("vaeflow", "two-stage") else 2)
+    assert phases == list(vae.default_schedule)
     for phase_name in phases:
         history = fit(
             vae,
@@ -55,7 +56,7 @@ def test_paper_presets_have_the_paper_sizes():
         assert preset.model["prior_layers"] == 16
         assert preset.model["prior_hidden_dims"] == (1024, 1024)
         assert preset.model["depth"] == depth
-        assert (preset.vae_epochs, preset.glow_epochs) == (1000, 1000)
+        assert preset.epochs == {"vae": 1000, "glow": 1000}
         assert (preset.lr, preset.lr_halve_every) == (1e-4, 250)
 
 
@@ -63,3 +64,52 @@ def test_overrides_and_unknown_presets():
     assert override(get_preset("cpu", vae_epochs=2), vae_epochs=None).vae_epochs == 2
     with pytest.raises(ValueError, match="unknown preset"):
         get_preset("gpu")
+
+
+@pytest.mark.parametrize(
+    ("name", "aliases", "epochs"),
+    [
+        ("cpu", {"vae_epochs": 2, "glow_epochs": 3}, {"vae": 2, "glow": 3}),
+        ("cpu", {"glow_epochs": 0}, {"vae": 6, "glow": 0}),
+        ("cpu", {"vae_epochs": 60, "glow_epochs": 40, "joint": True}, {"joint": 100}),
+        ("two-stage-cpu", {"vae_epochs": 2, "glow_epochs": 3}, {"first": 2, "second": 3}),
+        ("glow-cpu", {"vae_epochs": 7, "glow_epochs": 0}, {"all": 7}),
+    ],
+)
+def test_the_old_epoch_fields_are_aliases_of_the_phases(name, aliases, epochs):
+    preset = get_preset(name, **aliases)
+    assert preset.epochs == epochs
+    assert preset.vae_epochs == next(iter(epochs.values()))
+
+
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_a_preset_reads_back_from_its_json(name):
+    assert Preset.from_dict(json.loads(json.dumps(PRESETS[name].to_dict()))) == PRESETS[name]
+
+
+@pytest.mark.parametrize(
+    ("architecture", "legacy", "epochs"),
+    [
+        ("vaeflow", {"vae_epochs": 6, "glow_epochs": 4, "joint": False}, {"vae": 6, "glow": 4}),
+        ("vaeflow", {"vae_epochs": 6, "glow_epochs": 4, "joint": True}, {"joint": 10}),
+        (
+            "two-stage",
+            {"vae_epochs": 6, "glow_epochs": 4, "joint": False},
+            {"first": 6, "second": 4},
+        ),
+        ("glow", {"vae_epochs": 10, "glow_epochs": 0, "joint": False}, {"all": 10}),
+    ],
+)
+def test_a_config_written_before_epochs_per_phase_still_reads(architecture, legacy, epochs):
+    data = {**PRESETS["cpu"].to_dict(), "architecture": architecture, **legacy}
+    del data["epochs"]
+    assert Preset.from_dict(data).epochs == epochs
+
+
+def test_bad_presets_are_refused():
+    with pytest.raises(ValueError, match="epochs must map"):
+        override(PRESETS["cpu"], epochs={})
+    with pytest.raises(ValueError, match=r"epochs\['vae'\]"):
+        override(PRESETS["cpu"], epochs={"vae": -1})
+    with pytest.raises(ValueError, match="unknown preset fields"):
+        Preset.from_dict({**PRESETS["cpu"].to_dict(), "colour": "red"})

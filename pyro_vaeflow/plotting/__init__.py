@@ -5,8 +5,12 @@ r"""Figures of a trained model and its training, with matplotlib and torchvision
   (paper Fig. 4);
 - :func:`plot_interpolation`: latent interpolations (paper Fig. 5);
 - :func:`plot_sample_grid`: one grid of samples of any model (the baselines);
-- :func:`plot_training_curves`: bits/dim per epoch over the training phases;
-- :func:`image_grid`, :func:`save_figure`, :func:`interpolate`: the building blocks.
+- :func:`plot_training_curves`: the training loss over the phases (smoothed), with each
+  epoch's validation bits/dim;
+- :func:`image_grid`, :func:`save_figure`, :func:`interpolate`, :func:`smooth`: the building
+  blocks;
+- :data:`FIGURES`: the figures of a model by the names its
+  :meth:`~pyro_vaeflow.models.ImageModel.figures` declares.
 
 The figures are :class:`matplotlib.figure.Figure` objects on an Agg canvas, made without
 ``pyplot``, so a user's backend and open figures are left alone. Sampling runs under
@@ -14,7 +18,7 @@ The figures are :class:`matplotlib.figure.Figure` objects on an Agg canvas, made
 the figures are reproducible and the caller's global RNG state is unchanged.
 """
 
-from pyro_vaeflow.plotting.curves import plot_training_curves
+from pyro_vaeflow.plotting.curves import plot_training_curves, smooth
 from pyro_vaeflow.plotting.samples import (
     interpolate,
     plot_interpolation,
@@ -24,7 +28,16 @@ from pyro_vaeflow.plotting.samples import (
 )
 from pyro_vaeflow.plotting.utils import image_grid, save_figure
 
+FIGURES = {
+    "samples": plot_samples,
+    "sharpening": plot_sharpening,
+    "interpolation": plot_interpolation,
+    "sample_grid": plot_sample_grid,
+}
+"""The figures of a model, ``figure(model, seed=...)``, by the names models declare."""
+
 __all__ = [
+    "FIGURES",
     "image_grid",
     "interpolate",
     "plot_interpolation",
@@ -33,4 +46,5 @@ __all__ = [
     "plot_sharpening",
     "plot_training_curves",
     "save_figure",
+    "smooth",
 ]

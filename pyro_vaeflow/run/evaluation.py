@@ -1,0 +1,243 @@
+r"""Evaluate a trained model as its preset says: test ELBO, importance-sampled bits/dim, FID."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import pyro
+import torch
+from tqdm.auto import tqdm
+
+from pyro_vaeflow.data import binarize, dequantize, load_images, quantize
+from pyro_vaeflow.infer import bits_per_dim, elbo, log_likelihood
+from pyro_vaeflow.models import ImageModel, switched_off
+from pyro_vaeflow.presets import Preset
+from pyro_vaeflow.rundir import RunDir
+from pyro_vaeflow.training import to_model
+
+__all__ = ["evaluate", "fid_scores"]
+
+
+def _test_images(preset: Preset, data_dir, seed: int) -> torch.Tensor:
+    pixels = load_images(preset.dataset, "test", data_dir)
+    generator = torch.Generator().manual_seed(seed)
+    return (
+        binarize(pixels, generator) if preset.binarize else dequantize(pixels, generator=generator)
+    )
+
+
+@contextmanager
+def _evaluating(model: ImageModel, switches: tuple[str, ...] = ()) -> Iterator[None]:
+    """Eval mode, some switches off and a private Pyro param store; all restored."""
+    training = model.training
+    model.eval()
+    try:
+        with switched_off(model, switches), pyro.get_param_store().scope():
+            yield
+    finally:
+        model.train(training)
+
+
+def _per_datum(function, model: ImageModel, images: torch.Tensor, batch_size: int, **kwargs):
+    return torch.cat(
+        [
+            function(
+                model.model, model.guide, to_model(images[i : i + batch_size], model), **kwargs
+            ).cpu()
+            for i in range(0, len(images), batch_size)
+        ]
+    )
+
+
+def _elbo_metrics(model: ImageModel, images: torch.Tensor) -> dict:
+    """The test ELBO of ``images`` in bits/dim, and that of each of the model's variants."""
+    nats = _per_datum(elbo, model, images, 500)
+    metrics = {
+        "test_elbo_bpd": float(bits_per_dim(nats.mean(), model.num_dims, model.n_bits)),
+        "test_elbo_images": len(images),
+    }
+    for name, variant in model.elbo_variants().items():
+        with _evaluating(model, variant.switches_off):
+            nats = _per_datum(elbo, model, images, 500)
+        bpd = bits_per_dim(nats.mean(), model.num_dims, model.n_bits)
+        metrics[f"test_elbo_bpd_{name}"] = float(bpd)
+    return metrics
+
+
+def _importance(model: ImageModel, images: torch.Tensor, samples: int, progress: bool) -> dict:
+    log_px, ess = [], []
+    batches = range(0, len(images), 25)
+    for i in tqdm(batches, desc="importance sampling", disable=not progress, leave=False):
+        result = log_likelihood(
+            model.model,
+            model.guide,
+            to_model(images[i : i + 25], model),
+            num_samples=samples,
+            chunk_size=min(samples, 100),
+            return_diagnostics=True,
+            progress=False,
+        )
+        log_px.append(result.log_px.cpu())
+        ess.append(result.ess.cpu())
+    log_px = torch.cat(log_px).mean()
+    return {
+        "test_is_bpd": float(bits_per_dim(log_px, model.num_dims, model.n_bits)),
+        "test_is_images": len(images),
+        "test_is_samples": samples,
+        "test_is_mean_ess": float(torch.cat(ess).mean()),
+    }
+
+
+def fid_scores(
+    model: ImageModel,
+    preset: Preset,
+    *,
+    data_dir: str | os.PathLike | None = None,
+    weights: str | os.PathLike | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    seed: int = 0,
+    vae_means: bool = True,
+    progress: bool = True,
+) -> dict:
+    """FID of ``preset.fid_samples`` samples against as many test images, in eval mode.
+
+    The samples are the model's :meth:`~pyro_vaeflow.models.ImageModel.fid_samplers`:
+    ``fid`` scores its samples, recorded with ``fid_temperature`` (``preset.temperature``)
+    where they depend on it; a ``VAEFlow`` also gets ``fid_vae_mean``, the decoder means of the
+    same latents, unless ``vae_means`` is false (it asks the model for its main sampler only).
+    The reference statistics of the test images are cached in ``cache_dir``.
+    """
+    from pyro_vaeflow.metrics import fid, inception_network, reference_statistics
+
+    pixels = load_images(preset.dataset, "test", data_dir)
+    network = inception_network(weights, device=next(model.parameters()).device)
+    n = preset.fid_samples
+    reference = reference_statistics(
+        f"{preset.dataset}-test",
+        pixels,
+        network,
+        n_images=n,
+        cache_dir=cache_dir,
+        progress=progress,
+    )
+    torch.manual_seed(seed)
+    metrics: dict = {"fid_samples": n}
+    if model.samples_at_temperature():
+        metrics["fid_temperature"] = preset.temperature
+    with _evaluating(model):
+        samplers = model.fid_samplers(n, preset.temperature, main_only=not vae_means)
+        for name, sampler in samplers.items():
+
+            def eight_bit(count, draw=sampler.draw):
+                return quantize(draw(count).clamp(0.0, 1.0 - 1e-6))  # 8-bit, like the test set
+
+            metrics[name] = fid(eight_bit, reference, network, n_samples=n, progress=progress)
+    return metrics
+
+
+def evaluate(
+    model: ImageModel,
+    preset: Preset,
+    run_dir: str | os.PathLike | None = None,
+    *,
+    data_dir: str | os.PathLike | None = None,
+    fid: bool = True,
+    fid_weights: str | os.PathLike | None = None,
+    fid_cache_dir: str | os.PathLike | None = None,
+    seed: int = 0,
+    progress: bool = True,
+) -> dict:
+    r"""Test likelihoods and FID of a trained model, as the preset says.
+
+    The same code scores every architecture, through its Pyro ``model`` and ``guide`` and
+    what it declares (:class:`~pyro_vaeflow.models.ImageModel`):
+
+    * ``test_elbo_bpd``: the test ELBO in bits/dim, :math:`n - \mathrm{ELBO}/(D \ln 2)` for
+      the model's :math:`n`-bit pixels, on ``elbo_images`` test images (all by default); and
+      ``test_elbo_bpd_<name>`` for each of the model's ELBO variants
+      (:meth:`~pyro_vaeflow.models.ImageModel.elbo_variants`; for a ``VAEFlow``,
+      ``without_glow``: the phase-1 model);
+    * ``test_is_bpd``: the importance-sampled bits/dim, with ``is_samples`` samples per image on
+      the first ``is_images`` test images, with its mean effective sample size (a model without
+      latent variables, such as the standalone Glow, gets its exact likelihood);
+    * ``fid`` (and the model's other samplers, such as ``fid_vae_mean``): FID of
+      ``fid_samples`` samples against as many test images (see :func:`fid_scores`).
+
+    ``labels`` names each of the model's own metrics for the summary table. With a
+    ``run_dir``, the results go to ``<run_dir>/metrics.json`` after each of the three stages
+    (ELBO, importance sampling, FID), marked ``"partial": true`` until the last. An evaluation
+    that was stopped continues from there: a partial ``metrics.json`` whose ``"evaluation"``
+    entry (a hash of the weights, the seed and the preset's sample sizes) is this evaluation's
+    keeps its finished stages. Each stage draws from ``seed`` afresh, so a continued evaluation
+    gives what an uninterrupted one gives; ``evaluation_seconds`` adds up the time of every
+    call.
+    """
+    started = time.perf_counter()
+    images = _test_images(preset, data_dir, seed)
+    run = None if run_dir is None else RunDir(run_dir)
+    metrics = {"preset": preset.name, "dataset": preset.dataset, "labels": _labels(model, preset)}
+    if run is not None:
+        metrics["evaluation"] = _evaluation_settings(model, preset, seed)
+        metrics = _unfinished(run, metrics)
+    spent = metrics.pop("evaluation_seconds", 0.0)
+    stages = {
+        "test_elbo_bpd": lambda: _elbo_metrics(model, images[: preset.elbo_images]),
+        "test_is_bpd": lambda: _importance(
+            model, images[: preset.is_images], preset.is_samples, progress
+        ),
+    }
+    if fid:
+        options = {"weights": fid_weights, "cache_dir": fid_cache_dir, "progress": progress}
+        stages["fid"] = lambda: fid_scores(model, preset, data_dir=data_dir, seed=seed, **options)
+    kept = [key for key in stages if key in metrics]
+    if kept and progress:
+        tqdm.write(f"evaluate: continuing a stopped evaluation; kept {', '.join(kept)} ({run})")
+    for key, stage in stages.items():
+        if key not in metrics:
+            torch.manual_seed(seed)
+            with _evaluating(model):
+                metrics.update(stage())
+            metrics["evaluation_seconds"] = spent + time.perf_counter() - started
+            if run is not None:
+                run.write_metrics({**metrics, "partial": True})
+    metrics["evaluation_seconds"] = spent + time.perf_counter() - started
+    if run is not None:
+        run.write_metrics(metrics)
+    return metrics
+
+
+def _labels(model: ImageModel, preset: Preset) -> dict:
+    """The summary-table rows of the metrics the model declares."""
+    labels = {
+        f"test_elbo_bpd_{name}": variant.label for name, variant in model.elbo_variants().items()
+    }
+    with _evaluating(model), torch.random.fork_rng():
+        samplers = model.fid_samplers(1, preset.temperature)
+    labels.update({name: sampler.label for name, sampler in samplers.items()})
+    return labels
+
+
+def _evaluation_settings(model: ImageModel, preset: Preset, seed: int) -> dict:
+    """What an evaluation's numbers depend on: the weights, the seed and the sample sizes."""
+    digest = hashlib.sha1()
+    for name, tensor in model.state_dict().items():
+        digest.update(f"{name} {tensor.dtype} {tuple(tensor.shape)}".encode())
+        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy())
+    sizes = ("elbo_images", "is_images", "is_samples", "binarize", "fid_samples", "temperature")
+    settings = {"model_sha1": digest.hexdigest(), "seed": seed}
+    settings.update({key: getattr(preset, key) for key in sizes})
+    return json.loads(json.dumps(settings))  # as it reads back from metrics.json
+
+
+def _unfinished(run: RunDir, metrics: dict) -> dict:
+    """``metrics``, or the finished stages of a stopped evaluation with the same settings."""
+    found = run.read_metrics()
+    if found is None or not found.pop("partial", False):
+        return metrics
+    same = all(found.get(key) == value for key, value in metrics.items())
+    return found if same else metrics

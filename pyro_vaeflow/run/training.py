@@ -1,0 +1,173 @@
+r"""Train a preset's model into a run directory, phase after phase."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import torch
+from torch import nn
+
+from pyro_vaeflow.data import DynamicallyBinarized, load_images
+from pyro_vaeflow.models import ImageModel, build_model
+from pyro_vaeflow.presets import Preset
+from pyro_vaeflow.rundir import RunDir
+from pyro_vaeflow.training import FitConfig, fit, phases_of
+
+__all__ = ["schedule", "train"]
+
+#: What a resumed run must share with the run it continues; the epochs, the time budget and
+#: the evaluation settings may change.
+_TRAINING_FIELDS = (
+    "dataset",
+    "image_shape",
+    "model",
+    "architecture",
+    "binarize",
+    "batch_size",
+    "lr",
+    "lr_halve_every",
+    "clip_norm",
+    "train_images",
+)
+
+
+def _prepare(run: RunDir, preset: Preset, resume: bool) -> None:
+    """Refuse a run directory that holds another run (or any run, without ``resume``), then
+    write the preset to ``config.json``."""
+    wanted = _as_json(preset)
+    if run.config_path.exists():
+        found = _as_json(Preset.from_dict(run.read_config()))
+        changed = sorted(k for k in _TRAINING_FIELDS if found[k] != wanted[k])
+        if list(found["epochs"]) != list(wanted["epochs"]):
+            changed.append("the phases")
+        if resume and changed:
+            raise ValueError(
+                f"{run.path} holds a run of another configuration (differs in {changed}); "
+                "resume it with the same settings or use a new run directory"
+            )
+        if not resume and run.has_checkpoints():
+            raise FileExistsError(
+                f"{run.path} already holds a run; pass resume=True (--resume) to continue it, "
+                "or choose another run directory"
+            )
+    run.write_config(wanted)
+
+
+def _as_json(preset: Preset) -> dict:
+    """The preset as it reads back from ``config.json`` (tuples as lists)."""
+    return json.loads(json.dumps(preset.to_dict()))
+
+
+def schedule(preset: Preset, model: nn.Module) -> list[tuple[str, int]]:
+    """The phases of ``preset.epochs`` that ``model`` trains, in order, with their epochs.
+
+    A phase with 0 epochs, or whose parts the model lacks (a ``"glow"`` phase of a
+    ``VAEFlow`` without a Glow layer), is left out; a phase the model does not declare is an
+    error.
+
+    Example:
+        >>> from pyro_vaeflow.presets import get_preset
+        >>> from pyro_vaeflow.models import VAEFlow
+        >>> schedule(get_preset("cpu"), VAEFlow((1, 28, 28), 2, glow_depth=1))
+        [('vae', 6), ('glow', 4)]
+        >>> schedule(get_preset("cpu"), VAEFlow((1, 28, 28), 2, glow_depth=0))
+        [('vae', 6)]
+    """
+    declared = phases_of(model)
+    unknown = [name for name in preset.epochs if name not in declared]
+    if unknown:
+        raise ValueError(
+            f"preset {preset.name!r} gives epochs for the phases {unknown}, which a "
+            f"{type(model).__name__} does not have; it has {list(declared)}"
+        )
+    return [
+        (name, epochs)
+        for name, epochs in preset.epochs.items()
+        if epochs > 0 and (not declared[name].trains or declared[name].parts(model))
+    ]
+
+
+def train(
+    preset: Preset,
+    run_dir: str | os.PathLike,
+    *,
+    data_dir: str | os.PathLike | None = None,
+    device: str | torch.device = "cpu",
+    resume: bool = False,
+    seed: int = 0,
+    progress: bool = True,
+) -> tuple[ImageModel, list[dict]]:
+    """Train the preset's model, phase after phase (see :func:`schedule`).
+
+    For the paper's model: phase 1 (VAE and prior) and then phase 2 (the Glow layer), or one
+    joint phase; for a two-stage VAE its two stages; for a single-phase model its one phase;
+    for a model of your own (:func:`~pyro_vaeflow.models.register_architecture`) the phases it
+    declares. Each phase checkpoints after every epoch; ``resume=True`` continues a stopped
+    run exactly (once a phase has begun, the phases before it are not touched again), and may
+    change the epochs or the time budget, but not the model or the optimiser settings. With a
+    ``time_budget`` (the seconds of the training epochs, counted across resumes, so that a
+    resumed run stops where an uninterrupted one would), each phase gets the share of what is
+    left that its epochs are of the epochs left. The final model is saved as
+    ``<run_dir>/model.pt``.
+
+    Returns:
+        The trained model and the history of all phases.
+    """
+    run = RunDir(run_dir)
+    _prepare(run, preset, resume)
+    pixels = load_images(preset.dataset, "train", data_dir)
+    if tuple(pixels.shape[1:]) != preset.image_shape:
+        raise ValueError(
+            f"{preset.dataset} images are {tuple(pixels.shape[1:])}, but the preset expects "
+            f"{preset.image_shape}"
+        )
+    pixels = pixels[: preset.train_images]
+    torch.manual_seed(seed)
+    model = build_model(preset.architecture, preset.image_shape, **preset.model).to(device)
+    generator = torch.Generator().manual_seed(seed)
+    data = DynamicallyBinarized(pixels, generator) if preset.binarize else pixels
+    config = FitConfig(
+        batch_size=preset.batch_size,
+        lr=preset.lr,
+        lr_halve_every=preset.lr_halve_every,
+        warmup_steps=preset.warmup_steps,
+        clip_norm=preset.clip_norm,
+        n_bits=model.n_bits,
+        seed=seed,
+        progress=progress,
+    )
+    phases = schedule(preset, model)
+    history: list[dict] = []
+    for index, (name, epochs) in enumerate(phases):
+        if resume and any(run.has_checkpoint(later) for later, _ in phases[index + 1 :]):
+            history += run.load_checkpoint(name)["history"]  # its weights are in a later one
+            continue
+        budget = _phase_budget(preset, run, phases, index, history, resume)
+        phase_config = config.replace(epochs=epochs, time_budget=budget)
+        history += fit(model, data, name, config=phase_config, run_dir=run, resume=resume)
+    model.save(run.model_path)
+    return model, history
+
+
+def _phase_budget(
+    preset: Preset,
+    run: RunDir,
+    phases: list[tuple[str, int]],
+    index: int,
+    history: list[dict],
+    resume: bool,
+) -> float | None:
+    """The seconds phase ``index`` may still train: its share by epochs of what is left of the
+    preset's budget, less what it spent before a stop."""
+    if preset.time_budget is None:
+        return None
+    name, epochs = phases[index]
+    done = resume and run.has_checkpoint(name)
+    spent = _seconds(run.load_checkpoint(name)["history"] if done else [])
+    left = max(preset.time_budget - _seconds(history), 0.0)
+    return left * epochs / max(sum(e for _, e in phases[index:]), 1) - spent
+
+
+def _seconds(history: list[dict]) -> float:
+    return sum(row["seconds"] for row in history)
