@@ -1,8 +1,8 @@
 r"""The trained runs behind Tables 1–3: every model in one harness, resumable, evaluated alike.
 
 Each run is a :class:`~pyro_vaeflow.presets.Preset` trained by
-:func:`pyro_vaeflow.experiment.train` into ``<root>/<name>`` with ``resume=True`` and evaluated
-by :func:`pyro_vaeflow.experiment.evaluate`; its metrics are cached in ``metrics.json``. A run
+:func:`pyro_vaeflow.run.train` into ``<root>/<name>`` with ``resume=True`` and evaluated
+by :func:`pyro_vaeflow.run.evaluate`; its metrics are cached in ``metrics.json``. A run
 stopped at any point continues where it stopped when its table's command is run again (the time
 budget counts the epochs already trained), and a finished run is only read back.
 
@@ -18,21 +18,21 @@ machine's load; they are then evaluated one after the other with all the threads
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
 
-from pyro_vaeflow.experiment import evaluate, train
 from pyro_vaeflow.models import load_model
 from pyro_vaeflow.presets import Preset, get_preset, override
+from pyro_vaeflow.run import RunDir, evaluate, train
 
-from timing import load_average, machine
+from timing import add_common_options, reported_machine
 
 __all__ = [
     "RUNS",
@@ -40,16 +40,16 @@ __all__ = [
     "bench_preset",
     "cell",
     "ensure_runs",
-    "header",
     "metrics_of",
     "model_of",
+    "reported_table",
     "run_one",
     "train_run",
 ]
 
 #: The two-phase split of the budget: the cpu preset's 6 and 4 epochs, scaled up so that the
-#: budget, not the epochs, ends each phase.
-_EPOCHS = {"vae_epochs": 60, "glow_epochs": 40}
+#: budget, not the epochs, ends each phase (a one-phase model gets 100).
+_SPLIT = (60, 40)
 
 
 RUNS: dict[str, Callable[[argparse.Namespace], Preset]] = {
@@ -57,19 +57,18 @@ RUNS: dict[str, Callable[[argparse.Namespace], Preset]] = {
     "vaeflow-isotropic": lambda args: _preset(
         args, "vaeflow-isotropic", "cpu", model={"decoder_variance": "isotropic"}
     ),
-    "vaeflow-joint": lambda args: _preset(args, "vaeflow-joint", "cpu", joint=True),
-    "glow": lambda args: _preset(
-        args, "glow", "glow-cpu", vae_epochs=100, glow_epochs=0, is_samples=1
-    ),
+    "vaeflow-joint": lambda args: _preset(args, "vaeflow-joint", "cpu", epochs={"joint": 100}),
+    "glow": lambda args: _preset(args, "glow", "glow-cpu", is_samples=1),
     "two-stage": lambda args: _preset(args, "two-stage", "two-stage-cpu"),
-    "vlae": lambda args: _preset(args, "vlae", "vlae-cpu", vae_epochs=100, glow_epochs=0),
-    "agave": lambda args: _preset(args, "agave", "agave-cpu", vae_epochs=100, glow_epochs=0),
+    "vlae": lambda args: _preset(args, "vlae", "vlae-cpu"),
+    "agave": lambda args: _preset(args, "agave", "agave-cpu"),
 }
 """Run name → its preset, given the command line (budget and evaluation sizes)."""
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The options every table shares."""
+def add_arguments(parser: argparse.ArgumentParser, **common) -> None:
+    """The options every table shares, and those of ``common`` (the keywords of
+    :func:`~timing.add_common_options`, such as ``repeats=5``)."""
     parser.add_argument("--root", type=Path, default=Path("runs/benchmarks"), help="run folder")
     parser.add_argument("--budget", type=float, default=10.0, help="training minutes per run")
     parser.add_argument("--fid-samples", type=int, default=1000, help="samples and test images")
@@ -85,7 +84,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--only", help="train this run only (what --jobs runs)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
-    parser.add_argument("--quick", action="store_true", help="a seconds-long smoke run")
+    add_common_options(parser, quick="a seconds-long smoke run", **common)
 
 
 _QUICK_SIZES = {
@@ -121,6 +120,7 @@ _QUICK_SIZES = {
 
 def _preset(args: argparse.Namespace, name: str, base: str, model: dict | None = None, **fields):
     preset = get_preset(base)
+    split = _SPLIT if len(preset.epochs) == 2 else (100,)
     sizes = {
         "fid_samples": args.fid_samples,
         "elbo_images": args.elbo_images,
@@ -128,13 +128,13 @@ def _preset(args: argparse.Namespace, name: str, base: str, model: dict | None =
         "is_samples": args.is_samples,
         "train_images": args.train_images,
         "time_budget": args.budget * 60,
-        **_EPOCHS,
+        "epochs": dict(zip(preset.epochs, split, strict=True)),
     }
     model = {**preset.model, **(model or {})}
     fields = {**sizes, **fields}
     if args.quick:
         fields.update(fid_samples=8, elbo_images=8, is_images=2, train_images=64)
-        fields.update(vae_epochs=1, glow_epochs=1, batch_size=32, warmup_steps=2)
+        fields.update(epochs=dict.fromkeys(fields["epochs"], 1), batch_size=32, warmup_steps=2)
         fields["is_samples"] = min(fields["is_samples"], 4)
         model.update(_QUICK_SIZES[preset.architecture])
     return override(preset, name=name, model=model, **fields)
@@ -145,19 +145,15 @@ def bench_preset(args: argparse.Namespace, name: str) -> Preset:
     return RUNS[name](args)
 
 
-def _fresh(run_dir: Path) -> bool:
+def _fresh(run: RunDir) -> bool:
     """Whether a finished evaluation's ``metrics.json`` was written after the last ``model.pt``
     (a stopped evaluation leaves a partial one, which ``evaluate`` continues)."""
-    metrics, model = run_dir / "metrics.json", run_dir / "model.pt"
-    if not (metrics.exists() and model.exists()):
+    if not (run.metrics_path.exists() and run.model_path.exists()):
         return False
-    if metrics.stat().st_mtime < model.stat().st_mtime:
+    if run.metrics_path.stat().st_mtime < run.model_path.stat().st_mtime:
         return False
-    try:
-        found = json.loads(metrics.read_text())
-    except ValueError:  # cut short: evaluate again
-        return False
-    return isinstance(found, dict) and not found.get("partial")
+    found = run.read_metrics()  # None when cut short: evaluate again
+    return found is not None and not found.get("partial")
 
 
 def train_run(args: argparse.Namespace, name: str) -> tuple[torch.nn.Module, list[dict]]:
@@ -167,17 +163,17 @@ def train_run(args: argparse.Namespace, name: str) -> tuple[torch.nn.Module, lis
 
 def run_one(args: argparse.Namespace, name: str) -> dict:
     """Train run ``name`` (resuming it) unless it is finished, then evaluate it unless cached."""
-    preset, run_dir = bench_preset(args, name), args.root / name
-    if not _fresh(run_dir):
+    preset, run = bench_preset(args, name), RunDir(args.root / name)
+    if not _fresh(run):
         started = time.perf_counter()
         model, history = train_run(args, name)
-        metrics = evaluate(model, preset, run_dir, fid=not args.quick, progress=not args.quiet)
+        metrics = evaluate(model, preset, run, fid=not args.quick, progress=not args.quiet)
         metrics["train_seconds"] = sum(row["seconds"] for row in history)
         metrics["epochs"] = {row["phase"]: row["epoch"] for row in history}
         metrics["parameters"] = sum(p.numel() for p in model.parameters())
         metrics["run_seconds"] = time.perf_counter() - started
-        (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    return json.loads((run_dir / "metrics.json").read_text())
+        run.write_metrics(metrics)
+    return run.read_metrics()
 
 
 def ensure_runs(args: argparse.Namespace, names: Sequence[str]) -> dict[str, dict]:
@@ -191,7 +187,7 @@ def ensure_runs(args: argparse.Namespace, names: Sequence[str]) -> dict[str, dic
         torch.set_num_threads(args.threads or 1)
         train_run(args, args.only)
         return {}
-    untrained = [name for name in names if not (args.root / name / "model.pt").exists()]
+    untrained = [name for name in names if not RunDir(args.root / name).model_path.exists()]
     if args.jobs > 1 and untrained:
         _in_parallel(args, untrained)
     torch.set_num_threads(args.threads or os.cpu_count() or 1)
@@ -220,17 +216,22 @@ def _in_parallel(args: argparse.Namespace, names: Sequence[str]) -> None:
 
 def model_of(args: argparse.Namespace, name: str) -> torch.nn.Module:
     """The trained model of run ``name``."""
-    return load_model(args.root / name / "model.pt")
+    return load_model(RunDir(args.root / name).model_path)
 
 
 def metrics_of(args: argparse.Namespace, name: str) -> dict:
     """The cached metrics of run ``name``."""
-    return json.loads((args.root / name / "metrics.json").read_text())
+    return RunDir(args.root / name).read_metrics()
 
 
-def header(args: argparse.Namespace, command: str, trained: bool = True) -> str:
-    """The lines every table starts with: command, machine, load and, for tables of trained
-    models (``trained``), the budget and the evaluation's sample sizes."""
+@contextmanager
+def reported_table(args: argparse.Namespace, command: str, trained: bool = True) -> Iterator[None]:
+    """Around a table's work: first the command, the machine, the load and, for tables of trained
+    models (``trained``), the budget and the evaluation's sample sizes; the load at the end.
+    Nothing in a process of ``--only`` (a run that ``--jobs`` trains)."""
+    if args.only:
+        yield
+        return
     sizes = (
         f"Budget: {args.budget:g} training minutes per run; FID on {args.fid_samples} samples "
         f"against as many test images; test ELBO on {args.elbo_images} test images; importance "
@@ -238,12 +239,11 @@ def header(args: argparse.Namespace, command: str, trained: bool = True) -> str:
     )
     if args.quick:
         sizes = "A --quick smoke run: tiny models and data, no FID; the numbers mean nothing."
-    lines = [
-        f"Command: `{command}`",
-        f"Machine: {machine()}",
-        f"Load average (1 min) at the start: {load_average()}",
-    ]
-    return "\n".join([*lines, sizes] if trained or args.quick else lines)
+    print(f"Command: `{command}`")
+    with reported_machine():
+        if trained or args.quick:
+            print(sizes)
+        yield
 
 
 def cell(metrics: dict, key: str, form: str = "{:.3f}") -> str:

@@ -19,11 +19,18 @@ import argparse
 import json
 import sys
 
-from pyro_vaeflow.experiment import fid_scores
 from pyro_vaeflow.presets import override
+from pyro_vaeflow.run import fid_scores
 
-from baselines import add_arguments, bench_preset, cell, ensure_runs, header, metrics_of, model_of
-from timing import load_average
+from baselines import (
+    add_arguments,
+    bench_preset,
+    cell,
+    ensure_runs,
+    metrics_of,
+    model_of,
+    reported_table,
+)
 
 RUNS = {
     "vaeflow": "per-pixel variance, two phases (the paper's)",
@@ -52,8 +59,13 @@ def temperature_sweep(args: argparse.Namespace) -> dict[str, dict]:
 def main(args: argparse.Namespace) -> None:
     """Train (or resume) the runs, then print the ablation tables."""
     command = "python benchmarks/bench_ablations.py " + " ".join(sys.argv[1:])
-    if not args.only:
-        print(header(args, command.strip()))
+    with reported_table(args, command.strip()):
+        tables(args)
+
+
+def tables(args: argparse.Namespace) -> None:
+    """Train (or resume) the runs, then print the ablation tables (what :func:`main` runs
+    inside :func:`~baselines.reported_table`)."""
     metrics = ensure_runs(args, list(RUNS))
     if args.only:
         return
@@ -79,7 +91,7 @@ def main(args: argparse.Namespace) -> None:
     print("|---|" + "---:|" * len(sweep))
     print("| FID | " + " | ".join(f"{m['fid']:.2f}" for m in sweep.values()) + " |")
     best = min(sweep, key=lambda t: sweep[t]["fid"])
-    print(f"\nLowest FID at T = {best}. Load average (1 min) at the end: {load_average()}")
+    print(f"\nLowest FID at T = {best}.")
 
 
 def parser() -> argparse.ArgumentParser:

@@ -37,7 +37,7 @@ from pyro_vaeflow.transforms import glow
 
 from bench_glow_step import training_step
 from bench_peak import svi_step
-from timing import child_result, load_average, machine
+from timing import add_common_options, child_result, reported_machine
 
 TUNED = {
     "MALLOC_MMAP_THRESHOLD_": "33554432",
@@ -93,40 +93,42 @@ def main(args: argparse.Namespace) -> None:
         return
     if args.quick:
         args.repeats, args.steps = 1, 1
-    print(f"Machine: {machine()}")
-    print(f"Load average (1 min) at the start: {load_average()}")
-    print(
-        f"Tuned: {' '.join(f'{k}={v}' for k, v in TUNED.items())}; median of {args.steps} "
-        f"steps per process, {args.repeats} alternating repeats.\n",
-        flush=True,
-    )
-    print("| workload | default s/step | tuned s/step | speed-up | default GiB | tuned GiB |")
-    print("|---|---:|---:|---:|---:|---:|")
-    for name in args.workloads:
-        runs: dict[bool, list[dict]] = {False: [], True: []}
-        for repeat in range(args.repeats):
-            for tuned in (repeat % 2 == 1, repeat % 2 == 0):  # alternate which runs first
-                runs[tuned].append(run_child(name, tuned, args))
-        times = {tuned: [r["seconds"] for r in rows] for tuned, rows in runs.items()}
-        ratio = statistics.median(a / b for a, b in zip(times[False], times[True], strict=True))
-        peaks = {tuned: max(r["peak_gib"] for r in rows) for tuned, rows in runs.items()}
+    with reported_machine():
         print(
-            f"| {WORKLOADS[name]} | {statistics.median(times[False]):.3f} | "
-            f"{statistics.median(times[True]):.3f} | {ratio:.2f}x | {peaks[False]:.2f} | "
-            f"{peaks[True]:.2f} |",
+            f"Tuned: {' '.join(f'{k}={v}' for k, v in TUNED.items())}; median of {args.steps} "
+            f"steps per process, {args.repeats} alternating repeats.\n",
             flush=True,
         )
-    print(f"\nLoad average (1 min) at the end: {load_average()}")
+        print("| workload | default s/step | tuned s/step | speed-up | default GiB | tuned GiB |")
+        print("|---|---:|---:|---:|---:|---:|")
+        for name in args.workloads:
+            runs: dict[bool, list[dict]] = {False: [], True: []}
+            for repeat in range(args.repeats):
+                for tuned in (repeat % 2 == 1, repeat % 2 == 0):  # alternate which runs first
+                    runs[tuned].append(run_child(name, tuned, args))
+            times = {tuned: [r["seconds"] for r in rows] for tuned, rows in runs.items()}
+            ratio = statistics.median(a / b for a, b in zip(times[False], times[True], strict=True))
+            peaks = {tuned: max(r["peak_gib"] for r in rows) for tuned, rows in runs.items()}
+            print(
+                f"| {WORKLOADS[name]} | {statistics.median(times[False]):.3f} | "
+                f"{statistics.median(times[True]):.3f} | {ratio:.2f}x | {peaks[False]:.2f} | "
+                f"{peaks[True]:.2f} |",
+                flush=True,
+            )
 
 
 def parser() -> argparse.ArgumentParser:
     """The command line."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--workloads", nargs="+", choices=list(WORKLOADS), default=list(WORKLOADS))
-    p.add_argument("--repeats", type=int, default=3, help="alternating pairs of processes")
     p.add_argument("--steps", type=int, default=3, help="timed steps per process")
     p.add_argument("--child", choices=list(WORKLOADS), help=argparse.SUPPRESS)
-    p.add_argument("--quick", action="store_true", help="tiny steps, one repeat (smoke test)")
+    add_common_options(
+        p,
+        quick="tiny steps, one repeat (smoke test)",
+        repeats=3,
+        helps={"repeats": "alternating pairs of processes"},
+    )
     return p
 
 

@@ -1,7 +1,7 @@
 r"""PixelCNN decoders against the flow decoder: VLAE, AGAVE and VAEFlow on Fashion-MNIST.
 
 The three models train for the same ``--budget`` minutes and are evaluated alike by
-:func:`pyro_vaeflow.experiment.evaluate` (see ``benchmarks/baselines.py``; the VAEFlow run is
+:func:`pyro_vaeflow.run.evaluate` (see ``benchmarks/baselines.py``; the VAEFlow run is
 Table 2's): the importance-sampled test bits/dim, the test ELBO in bits/dim, FID, and the
 training time per epoch. VLAE uses its 8-bit discretised logistic (bits/dim of its binarised
 setting would not be comparable), so every number is in bits per 8-bit pixel: exact discrete
@@ -27,8 +27,8 @@ import torch
 
 from pyro_vaeflow.models import sample_options
 
-from baselines import add_arguments, cell, ensure_runs, header, model_of
-from timing import load_average, measure
+from baselines import add_arguments, cell, ensure_runs, model_of, reported_table
+from timing import measure
 
 MODELS = {
     "vaeflow": ("VAEFlow (ours)", "Glow flow: one parallel pass"),
@@ -56,8 +56,13 @@ def main(args: argparse.Namespace) -> None:
     if args.quick:
         args.sample_images, args.repeats = 4, 1
     command = "python benchmarks/bench_autoregressive.py " + " ".join(sys.argv[1:])
-    if not args.only:
-        print(header(args, command.strip()))
+    with reported_table(args, command.strip()):
+        table(args)
+
+
+def table(args: argparse.Namespace) -> None:
+    """Train (or resume) the three runs, then print the table (what :func:`main` runs
+    inside :func:`~baselines.reported_table`)."""
     metrics = ensure_runs(args, list(MODELS))
     if args.only:
         return
@@ -77,14 +82,12 @@ def main(args: argparse.Namespace) -> None:
             f"{m['test_elbo_bpd']:.3f} | {cell(m, 'fid', '{:.2f}')} | {epochs} | "
             f"{m['train_seconds'] / epochs:.1f} | {seconds[name]:.2f} | {m['parameters']:,} |"
         )
-    print(f"\nLoad average (1 min) at the end: {load_average()}")
 
 
 def parser() -> argparse.ArgumentParser:
     """The command line."""
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    add_arguments(p)
-    p.add_argument("--repeats", type=int, default=3, help="timed repeats of sampling")
+    add_arguments(p, repeats=3, helps={"repeats": "timed repeats of sampling"})
     p.add_argument("--sample-images", type=int, default=64, help="images per timed sampling")
     return p
 

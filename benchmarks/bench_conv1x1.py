@@ -42,7 +42,7 @@ from torch import Tensor
 from pyro_vaeflow.transforms import InvConv1x1
 from pyro_vaeflow.transforms.conv1x1 import mix_channels
 
-from timing import load_average, machine, measure
+from timing import add_common_options, measure, reported_machine
 
 TARGETS = {4: 1.0, 16: 5.0, 48: 20.0}
 
@@ -279,15 +279,13 @@ def main(args: argparse.Namespace) -> None:
         args.channels, args.batch, args.size, args.glow_size = [4, 48], 2, 4, 3
         args.repeats, args.min_time, args.warmup = 1, 0.0, 0
     torch.manual_seed(args.seed)
-    print(f"Machine: {machine()}")
-    print(f"Load average (1 min) at the start: {load_average()}")
-    print(f"Batch {args.batch}, median of {args.repeats} interleaved repeats.\n", flush=True)
-    print(f"### InvConv1x1 against GeneralizedChannelPermute, {args.size}×{args.size}\n")
-    compare(args)
-    if not args.skip_strategies:
-        print("\n### mix_channels strategies (µs per call)\n")
-        strategies(args)
-    print(f"\nLoad average (1 min) at the end: {load_average()}")
+    with reported_machine():
+        print(f"Batch {args.batch}, median of {args.repeats} interleaved repeats.\n", flush=True)
+        print(f"### InvConv1x1 against GeneralizedChannelPermute, {args.size}×{args.size}\n")
+        compare(args)
+        if not args.skip_strategies:
+            print("\n### mix_channels strategies (µs per call)\n")
+            strategies(args)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -297,15 +295,16 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--size", type=int, default=16, help="height and width of the images")
     p.add_argument("--glow-size", type=int, default=14, help="size of the Glow step's images")
-    p.add_argument("--repeats", type=int, default=21)
-    p.add_argument("--warmup", type=int, default=3, help="untimed calls before timing")
-    p.add_argument("--min-time", type=float, default=0.02, help="seconds per timed block")
-    p.add_argument("--seed", type=int, default=0)
     p.add_argument(
         "--skip-strategies", action="store_true", help="only compare with Pyro's transform"
     )
-    p.add_argument(
-        "--quick", action="store_true", help="C in {4, 48}, tiny sizes and repeats (smoke test)"
+    add_common_options(
+        p,
+        quick="C in {4, 48}, tiny sizes and repeats (smoke test)",
+        repeats=21,
+        warmup=3,
+        min_time=0.02,
+        seed=0,
     )
     return p
 

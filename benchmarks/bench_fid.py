@@ -26,7 +26,7 @@ from torch import nn
 
 from pyro_vaeflow.metrics import inception_network
 
-from timing import fashion_mnist, load_average, machine, measure, median_ratio
+from timing import add_common_options, fashion_mnist, measure, median_ratio, reported_machine
 
 BASELINE, OURS = "NCHW (pytorch-fid)", "channels_last (ours)"
 
@@ -45,37 +45,33 @@ def main(args: argparse.Namespace) -> None:
     """Print the machine, then images/s of each layout and the speed-up, as Markdown."""
     if args.quick:
         args.batch, args.repeats, args.warmup = 2, 1, 0
-    print(f"Machine: {machine()}")
-    print(f"Load average (1 min) at the start: {load_average()}")
-    ours = inception_network()
-    nchw = copy.deepcopy(ours).to(memory_format=torch.contiguous_format)
-    x = fashion_mnist(args.batch, "test").expand(-1, 3, -1, -1)
-    calls = {BASELINE: forward(nchw, x), OURS: forward(ours, x)}
-    difference = (calls[BASELINE]() - calls[OURS]()).abs().max()
-    print(
-        f"Inception pool3 features of {args.batch} Fashion-MNIST test images (1×28×28, resized "
-        f"to 299×299); median of {args.repeats} interleaved repeats; largest difference between "
-        f"the two networks' features: {difference.item():.1e}.\n",
-        flush=True,
-    )
-    times = measure(calls, args.repeats, 0.0, args.warmup)
-    print("### FID's Inception network, one batch without gradients\n")
-    print("| layout | s/batch | images/s | speed-up |")
-    print("|---|---:|---:|---:|")
-    for name, seconds in times.items():
-        median = statistics.median(seconds)
-        ratio = median_ratio(times[BASELINE], seconds)
-        print(f"| {name} | {median:.3f} | {args.batch / median:.1f} | {ratio:.2f}x |")
-    print(f"\nLoad average (1 min) at the end: {load_average()}")
+    with reported_machine():
+        ours = inception_network()
+        nchw = copy.deepcopy(ours).to(memory_format=torch.contiguous_format)
+        x = fashion_mnist(args.batch, "test").expand(-1, 3, -1, -1)
+        calls = {BASELINE: forward(nchw, x), OURS: forward(ours, x)}
+        difference = (calls[BASELINE]() - calls[OURS]()).abs().max()
+        print(
+            f"Inception pool3 features of {args.batch} Fashion-MNIST test images (1×28×28, "
+            f"resized to 299×299); median of {args.repeats} interleaved repeats; largest "
+            f"difference between the two networks' features: {difference.item():.1e}.\n",
+            flush=True,
+        )
+        times = measure(calls, args.repeats, 0.0, args.warmup)
+        print("### FID's Inception network, one batch without gradients\n")
+        print("| layout | s/batch | images/s | speed-up |")
+        print("|---|---:|---:|---:|")
+        for name, seconds in times.items():
+            median = statistics.median(seconds)
+            ratio = median_ratio(times[BASELINE], seconds)
+            print(f"| {name} | {median:.3f} | {args.batch / median:.1f} | {ratio:.2f}x |")
 
 
 def parser() -> argparse.ArgumentParser:
     """The command-line options of :func:`main`."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--batch", type=int, default=50, help="images per forward pass")
-    p.add_argument("--repeats", type=int, default=5)
-    p.add_argument("--warmup", type=int, default=1, help="untimed calls before timing")
-    p.add_argument("--quick", action="store_true", help="2 images, 1 repeat (smoke test)")
+    add_common_options(p, quick="2 images, 1 repeat (smoke test)", repeats=5, warmup=1)
     return p
 
 

@@ -29,7 +29,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from pyro_vaeflow.transforms import glow
 
-from timing import load_average, machine, measure
+from timing import add_common_options, measure, reported_machine
 
 
 def training_step(flow: torch.nn.Module, images: torch.Tensor) -> Callable[[], None]:
@@ -59,34 +59,33 @@ def main(args: argparse.Namespace) -> None:
         args.configs, args.batch = ["1x8", "2x16"], 2
         args.repeats, args.min_time, args.warmup = 1, 0.0, 0
     torch.manual_seed(args.seed)
-    print(f"Machine: {machine()}")
-    print(f"Load average (1 min) at the start: {load_average()}")
-    print(f"Batch {args.batch}, median of {args.repeats} interleaved repeats.\n", flush=True)
-    steps, sizes = {}, {}
-    for config in args.configs:
-        depth, hidden = parse_config(config)
-        flow = glow(1, depth=depth, hidden_channels=hidden, coupling=args.coupling, squeeze=1)
-        sizes[config] = sum(p.numel() for p in flow.parameters())
-        steps[config] = training_step(flow, torch.rand(args.batch, 1, 28, 28))
-    times = measure(steps, args.repeats, args.min_time, args.warmup)
-    flops = {}
-    for config, step in steps.items():
-        with FlopCounterMode(display=False) as counter:
-            step()
-        flops[config] = counter.get_total_flops()
-    print("### Glow training step (forward + backward), 1×28×28 squeezed to 4×14×14\n")
-    print("| depth | hidden | coupling | batch | parameters ", end="")
-    print("| GFLOP/step | s/step | GFLOP/s | images/s |")
-    print("|---:|---:|---|---:|---:|---:|---:|---:|---:|")
-    for config in args.configs:
-        depth, hidden = parse_config(config)
-        seconds = statistics.median(times[config])
-        gflop = flops[config] / 1e9
-        print(
-            f"| {depth} | {hidden} | {args.coupling} | {args.batch} | {sizes[config]:,} "
-            f"| {gflop:.1f} | {seconds:.3f} | {gflop / seconds:.0f} | {args.batch / seconds:,.0f} |"
-        )
-    print(f"\nLoad average (1 min) at the end: {load_average()}")
+    with reported_machine():
+        print(f"Batch {args.batch}, median of {args.repeats} interleaved repeats.\n", flush=True)
+        steps, sizes = {}, {}
+        for config in args.configs:
+            depth, hidden = parse_config(config)
+            flow = glow(1, depth=depth, hidden_channels=hidden, coupling=args.coupling, squeeze=1)
+            sizes[config] = sum(p.numel() for p in flow.parameters())
+            steps[config] = training_step(flow, torch.rand(args.batch, 1, 28, 28))
+        times = measure(steps, args.repeats, args.min_time, args.warmup)
+        flops = {}
+        for config, step in steps.items():
+            with FlopCounterMode(display=False) as counter:
+                step()
+            flops[config] = counter.get_total_flops()
+        print("### Glow training step (forward + backward), 1×28×28 squeezed to 4×14×14\n")
+        print("| depth | hidden | coupling | batch | parameters ", end="")
+        print("| GFLOP/step | s/step | GFLOP/s | images/s |")
+        print("|---:|---:|---|---:|---:|---:|---:|---:|---:|")
+        for config in args.configs:
+            depth, hidden = parse_config(config)
+            seconds = statistics.median(times[config])
+            gflop = flops[config] / 1e9
+            print(
+                f"| {depth} | {hidden} | {args.coupling} | {args.batch} | {sizes[config]:,} "
+                f"| {gflop:.1f} | {seconds:.3f} | {gflop / seconds:.0f} "
+                f"| {args.batch / seconds:,.0f} |"
+            )
 
 
 def parser() -> argparse.ArgumentParser:
@@ -97,12 +96,13 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--coupling", choices=["additive", "affine"], default="additive")
     p.add_argument("--batch", type=int, default=64)
-    p.add_argument("--repeats", type=int, default=9)
-    p.add_argument("--warmup", type=int, default=2, help="untimed steps before timing")
-    p.add_argument("--min-time", type=float, default=1.0, help="seconds per timed block")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument(
-        "--quick", action="store_true", help="tiny flows, batch and repeats (smoke test)"
+    add_common_options(
+        p,
+        quick="tiny flows, batch and repeats (smoke test)",
+        repeats=9,
+        warmup=2,
+        min_time=1.0,
+        seed=0,
     )
     return p
 

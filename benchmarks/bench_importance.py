@@ -29,7 +29,7 @@ from pyro_vaeflow.infer import elbo, log_likelihood
 from pyro_vaeflow.models import VAEFlow
 from pyro_vaeflow.presets import PRESETS
 
-from timing import fashion_mnist, load_average, machine, measure, median_ratio
+from timing import add_common_options, fashion_mnist, measure, median_ratio, reported_machine
 
 
 def importance(vae: VAEFlow, x: torch.Tensor, k: int, chunk: int) -> Callable[[], None]:
@@ -59,34 +59,32 @@ def main(args: argparse.Namespace) -> None:
         args.ks, args.chunk_sizes, args.images = [4, 10], [5], 2
         args.repeats, args.min_time, args.warmup = 1, 0.0, 0
     torch.manual_seed(args.seed)
-    print(f"Machine: {machine()}")
-    print(f"Load average (1 min) at the start: {load_average()}")
-    vae = VAEFlow((1, 28, 28), **PRESETS["cpu"].model)
-    x = fashion_mnist(args.images, "test", args.seed)
-    print(
-        f"VAEFlow((1, 28, 28), **PRESETS['cpu'].model), untrained; {args.images} Fashion-MNIST "
-        f"test images; median of {args.repeats} interleaved repeats.\n",
-        flush=True,
-    )
-    calls: dict[tuple[str, int, int], Callable[[], None]] = {}
-    for k in args.ks:
-        for chunk in sorted({min(c, k) for c in args.chunk_sizes}):
-            calls["is", k, chunk] = importance(vae, x, k, chunk)
-        calls["elbo", k, 0] = elbo_loop(vae, x, k)
-    times = measure(calls, args.repeats, args.min_time, args.warmup)
-    print("### Importance sampling against K ELBO evaluations, per image\n")
-    print("| K | chunk size | importance sampling (s/image) | K × ELBO (s/image) | ratio |")
-    print("|---:|---:|---:|---:|---:|")
-    for kind, k, chunk in calls:
-        if kind != "is":
-            continue
-        loop = times["elbo", k, 0]
-        ratio = median_ratio(loop, times[kind, k, chunk])
+    with reported_machine():
+        vae = VAEFlow((1, 28, 28), **PRESETS["cpu"].model)
+        x = fashion_mnist(args.images, "test", args.seed)
         print(
-            f"| {k:,} | {chunk:,} | {statistics.median(times[kind, k, chunk]) / len(x):.4f} "
-            f"| {statistics.median(loop) / len(x):.4f} | {ratio:.1f}x |"
+            f"VAEFlow((1, 28, 28), **PRESETS['cpu'].model), untrained; {args.images} Fashion-MNIST "
+            f"test images; median of {args.repeats} interleaved repeats.\n",
+            flush=True,
         )
-    print(f"\nLoad average (1 min) at the end: {load_average()}")
+        calls: dict[tuple[str, int, int], Callable[[], None]] = {}
+        for k in args.ks:
+            for chunk in sorted({min(c, k) for c in args.chunk_sizes}):
+                calls["is", k, chunk] = importance(vae, x, k, chunk)
+            calls["elbo", k, 0] = elbo_loop(vae, x, k)
+        times = measure(calls, args.repeats, args.min_time, args.warmup)
+        print("### Importance sampling against K ELBO evaluations, per image\n")
+        print("| K | chunk size | importance sampling (s/image) | K × ELBO (s/image) | ratio |")
+        print("|---:|---:|---:|---:|---:|")
+        for kind, k, chunk in calls:
+            if kind != "is":
+                continue
+            loop = times["elbo", k, 0]
+            ratio = median_ratio(loop, times[kind, k, chunk])
+            print(
+                f"| {k:,} | {chunk:,} | {statistics.median(times[kind, k, chunk]) / len(x):.4f} "
+                f"| {statistics.median(loop) / len(x):.4f} | {ratio:.1f}x |"
+            )
 
 
 def parser() -> argparse.ArgumentParser:
@@ -101,11 +99,9 @@ def parser() -> argparse.ArgumentParser:
         help="samples per trace (experiment.py uses 100)",
     )
     p.add_argument("--images", type=int, default=25, help="test images")
-    p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--warmup", type=int, default=0, help="untimed calls before timing")
-    p.add_argument("--min-time", type=float, default=0.0, help="seconds per timed block")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--quick", action="store_true", help="tiny K, 2 images (smoke test)")
+    add_common_options(
+        p, quick="tiny K, 2 images (smoke test)", repeats=3, warmup=0, min_time=0.0, seed=0
+    )
     return p
 
 

@@ -70,7 +70,7 @@ from pyro_vaeflow.models import VAEFlow
 from pyro_vaeflow.presets import PRESETS
 from pyro_vaeflow.training import phase as training_phase
 
-from timing import child_result, fashion_mnist, load_average, machine
+from timing import add_common_options, child_result, fashion_mnist, reported_machine
 
 TARGET = 3.0  # the issue's target: at least 3x less peak memory with checkpointing
 GIB = 2**30
@@ -287,6 +287,13 @@ def gib(value: float) -> str:
 
 def main(args: argparse.Namespace) -> None:
     """Print the machine, the estimate, the checks, then the memory table, as Markdown."""
+    with reported_machine():
+        measure_and_print(args)
+
+
+def measure_and_print(args: argparse.Namespace) -> None:
+    """The estimate, the checks and the memory table (what :func:`main` runs inside
+    :func:`~timing.reported_machine`)."""
     preset = PRESETS["paper-cifar10"]
     model, preset_name = dict(preset.model), "paper-cifar10"
     if args.quick:
@@ -294,8 +301,6 @@ def main(args: argparse.Namespace) -> None:
         preset_name = "paper-cifar10 at tiny widths"
         args.batch, args.probe_batch, args.time_steps = 2, 0, 0
     cuda = torch.cuda.is_available()
-    print(f"Machine: {machine()}")
-    print(f"Load average (1 min) at the start: {load_average()}")
     print(
         f"VAEFlow((3, 32, 32), **PRESETS[{preset_name!r}].model), one Trace_ELBO loss + backward "
         f"on {'CUDA' if cuda else 'the CPU'}; Fashion-MNIST padded to 32×32, copied to 3 "
@@ -389,7 +394,6 @@ def main(args: argparse.Namespace) -> None:
             f"{label}| {gib(result['peak'])} | {gib(result['saved'])} "
             f"| {result['seconds']:.2f} {ratios}| {verdict} |"
         )
-    print(f"\nLoad average (1 min) at the end: {load_average()}")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -405,8 +409,7 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--max-gib", type=float, default=None, help="a cap on the budget, in GiB")
     p.add_argument("--time-steps", type=int, default=2, help="timed steps after the measured one")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--quick", action="store_true", help="tiny widths, batch 2 (smoke test)")
+    add_common_options(p, quick="tiny widths, batch 2 (smoke test)", seed=0)
     p.add_argument("--child", help=argparse.SUPPRESS)
     return p
 

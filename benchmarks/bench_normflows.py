@@ -68,7 +68,14 @@ from torch import Tensor, nn
 from pyro_vaeflow.models import Glow
 from pyro_vaeflow.training import MultiTensorAdam
 
-from timing import count_flops, fashion_mnist, load_average, machine, measure, median_ratio
+from timing import (
+    add_common_options,
+    count_flops,
+    fashion_mnist,
+    measure,
+    median_ratio,
+    reported_machine,
+)
 
 TARGET = 1.5  # the issue's target: ours at least 1.5x faster
 IMAGE_SHAPE = (1, 28, 28)
@@ -148,75 +155,75 @@ def main(args: argparse.Namespace) -> None:
     if args.quick:
         args.batch, args.depth, args.hidden = 2, 1, 8
         args.repeats, args.min_time, args.warmup = 1, 0.0, 0
-    print(f"Machine: {machine()}")
-    print(f"Load average (1 min) at the start: {load_average()}")
-    print(
-        f"Glow at L={args.levels}, K={args.depth}, hidden {args.hidden}, affine coupling, "
-        f"batch {args.batch} of Fashion-MNIST 1×28×28, torch.optim.Adam lr {args.lr}, "
-        f"on {args.device}; "
-        f"median of {args.repeats} interleaved repeats.\n",
-        flush=True,
-    )
-    x = fashion_mnist(args.batch, "train", args.seed).to(args.device)
-    torch.manual_seed(args.seed)
-    theirs = normflows_glow(IMAGE_SHAPE, args.levels, args.depth, args.hidden).to(args.device)
-    ours = Glow(
-        IMAGE_SHAPE,
-        levels=args.levels,
-        depth=args.depth,
-        hidden_channels=args.hidden,
-        coupling="affine",
-    ).to(args.device)
-    with torch.no_grad():  # the first call initialises actnorm, in both
-        log_p = {
-            "normflows": theirs.log_prob(x, None).mean().item(),
-            "ours": ours.log_prob(x).mean().item(),
-        }
-    dims = math.prod(IMAGE_SHAPE)
-    for name, value in log_p.items():
-        if not math.isfinite(value):
-            raise AssertionError(f"{name}'s log-likelihood is not finite: {value}")
-        print(f"Initial mean log p(x) ({name}): {value:.1f} nats ({value / dims:.3f} per dim)")
-    ours_svi = copy.deepcopy(ours)
-    sizes = {
-        "normflows": sum(p.numel() for p in theirs.parameters()),
-        "ours": sum(p.numel() for p in ours.parameters()),
-    }
-    sizes["ours, SVI"] = sizes["ours"]
-    print(f"Parameters: normflows {sizes['normflows']:,}, ours {sizes['ours']:,}", flush=True)
-    with pyro.get_param_store().scope():
-        steps = {
-            "normflows": torch_step(theirs, lambda x: theirs.log_prob(x, None), x, args.lr),
-            "ours": torch_step(ours, ours.log_prob, x, args.lr),
-        }
-        if not args.skip_svi:
-            steps["ours, SVI"] = svi_step(ours_svi, x, args.lr)
-        times = measure(steps, args.repeats, args.min_time, args.warmup)
-        flops = {name: count_flops(step) for name, step in steps.items()}
-        if args.profile:
-            profile(steps, args.profile_rows)
-    labels = {
-        "normflows": "normflows `MultiscaleFlow` (torch Adam)",
-        "ours": "ours `Glow` (torch Adam)",
-        "ours, SVI": "ours `Glow` (Pyro SVI, Trace_ELBO, MultiTensorAdam)",
-    }
-    print(f"\n### Multi-scale Glow training step at L={args.levels}, K={args.depth}, ", end="")
-    print(f"hidden {args.hidden}, affine, batch {args.batch}\n")
-    print("| implementation | parameters | GFLOP/step | s/step | images/s | speed-up | target |")
-    print("|---|---:|---:|---:|---:|---:|---|")
-    for name in steps:
-        seconds = statistics.median(times[name])
-        if name == "normflows":
-            speed_up, verdict = "1.00x", "—"
-        else:
-            ratio = median_ratio(times["normflows"], times[name])
-            speed_up = f"{ratio:.2f}x"
-            verdict = f"≥ {TARGET}x {'met' if ratio >= TARGET else 'MISSED'}"
+    with reported_machine():
         print(
-            f"| {labels[name]} | {sizes[name]:,} | {flops[name] / 1e9:.2f} | {seconds:.3f} "
-            f"| {args.batch / seconds:,.0f} | {speed_up} | {verdict} |"
+            f"Glow at L={args.levels}, K={args.depth}, hidden {args.hidden}, affine coupling, "
+            f"batch {args.batch} of Fashion-MNIST 1×28×28, torch.optim.Adam lr {args.lr}, "
+            f"on {args.device}; "
+            f"median of {args.repeats} interleaved repeats.\n",
+            flush=True,
         )
-    print(f"\nLoad average (1 min) at the end: {load_average()}")
+        x = fashion_mnist(args.batch, "train", args.seed).to(args.device)
+        torch.manual_seed(args.seed)
+        theirs = normflows_glow(IMAGE_SHAPE, args.levels, args.depth, args.hidden).to(args.device)
+        ours = Glow(
+            IMAGE_SHAPE,
+            levels=args.levels,
+            depth=args.depth,
+            hidden_channels=args.hidden,
+            coupling="affine",
+        ).to(args.device)
+        with torch.no_grad():  # the first call initialises actnorm, in both
+            log_p = {
+                "normflows": theirs.log_prob(x, None).mean().item(),
+                "ours": ours.log_prob(x).mean().item(),
+            }
+        dims = math.prod(IMAGE_SHAPE)
+        for name, value in log_p.items():
+            if not math.isfinite(value):
+                raise AssertionError(f"{name}'s log-likelihood is not finite: {value}")
+            print(f"Initial mean log p(x) ({name}): {value:.1f} nats ({value / dims:.3f} per dim)")
+        ours_svi = copy.deepcopy(ours)
+        sizes = {
+            "normflows": sum(p.numel() for p in theirs.parameters()),
+            "ours": sum(p.numel() for p in ours.parameters()),
+        }
+        sizes["ours, SVI"] = sizes["ours"]
+        print(f"Parameters: normflows {sizes['normflows']:,}, ours {sizes['ours']:,}", flush=True)
+        with pyro.get_param_store().scope():
+            steps = {
+                "normflows": torch_step(theirs, lambda x: theirs.log_prob(x, None), x, args.lr),
+                "ours": torch_step(ours, ours.log_prob, x, args.lr),
+            }
+            if not args.skip_svi:
+                steps["ours, SVI"] = svi_step(ours_svi, x, args.lr)
+            times = measure(steps, args.repeats, args.min_time, args.warmup)
+            flops = {name: count_flops(step) for name, step in steps.items()}
+            if args.profile:
+                profile(steps, args.profile_rows)
+        labels = {
+            "normflows": "normflows `MultiscaleFlow` (torch Adam)",
+            "ours": "ours `Glow` (torch Adam)",
+            "ours, SVI": "ours `Glow` (Pyro SVI, Trace_ELBO, MultiTensorAdam)",
+        }
+        print(f"\n### Multi-scale Glow training step at L={args.levels}, K={args.depth}, ", end="")
+        print(f"hidden {args.hidden}, affine, batch {args.batch}\n")
+        print(
+            "| implementation | parameters | GFLOP/step | s/step | images/s | speed-up | target |"
+        )
+        print("|---|---:|---:|---:|---:|---:|---|")
+        for name in steps:
+            seconds = statistics.median(times[name])
+            if name == "normflows":
+                speed_up, verdict = "1.00x", "—"
+            else:
+                ratio = median_ratio(times["normflows"], times[name])
+                speed_up = f"{ratio:.2f}x"
+                verdict = f"≥ {TARGET}x {'met' if ratio >= TARGET else 'MISSED'}"
+            print(
+                f"| {labels[name]} | {sizes[name]:,} | {flops[name] / 1e9:.2f} | {seconds:.3f} "
+                f"| {args.batch / seconds:,.0f} | {speed_up} | {verdict} |"
+            )
 
 
 def parser() -> argparse.ArgumentParser:
@@ -227,15 +234,18 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--hidden", type=int, default=128, help="conditioner width")
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--repeats", type=int, default=9)
-    p.add_argument("--warmup", type=int, default=2, help="untimed steps before timing")
-    p.add_argument("--min-time", type=float, default=1.0, help="seconds per timed block")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="cpu", help="where the steps run (cpu, cuda)")
     p.add_argument("--skip-svi", action="store_true", help="leave out the Pyro SVI row")
     p.add_argument("--profile", action="store_true", help="print a torch.profiler table per step")
     p.add_argument("--profile-rows", type=int, default=12)
-    p.add_argument("--quick", action="store_true", help="tiny flows and batch (smoke test)")
+    add_common_options(
+        p,
+        quick="tiny flows and batch (smoke test)",
+        repeats=9,
+        warmup=2,
+        min_time=1.0,
+        seed=0,
+        device="cpu",
+    )
     return p
 
 

@@ -29,7 +29,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from pyro_vaeflow.models import Glow
 
-from timing import fashion_mnist, load_average, machine
+from timing import add_common_options, fashion_mnist, reported_machine
 
 
 class OperatorTimes(TorchDispatchMode):
@@ -60,70 +60,68 @@ def main(args: argparse.Namespace) -> None:
     """Print the machine, the step's time with and without the timing, and the operator table."""
     if args.quick:
         args.batch, args.depth, args.hidden, args.steps, args.warmup = 2, 1, 8, 1, 1
-    print(f"Machine: {machine()}")
-    print(f"Load average (1 min) at the start: {load_average()}")
-    torch.manual_seed(args.seed)
-    glow = Glow(
-        (1, 28, 28), levels=2, depth=args.depth, hidden_channels=args.hidden, coupling="affine"
-    )
-    x = fashion_mnist(args.batch, "train", args.seed)
-    optimizer = torch.optim.Adam(glow.parameters(), lr=1e-3)
-
-    def step() -> None:
-        optimizer.zero_grad(set_to_none=True)
-        (-glow.log_prob(x).mean()).backward()
-        optimizer.step()
-
-    for _ in range(args.warmup):
-        step()
-
-    def plain() -> float:
-        began = time.perf_counter()
-        for _ in range(args.steps):
-            step()
-        return (time.perf_counter() - began) / args.steps
-
-    before = plain()
-    timed = OperatorTimes()
-    began = time.perf_counter()
-    with timed:
-        for _ in range(args.steps):
-            step()
-    under_mode = (time.perf_counter() - began) / args.steps
-    after = plain()
-    flops = flops_by_operator(step)
-    print(
-        f"Glow at L=2, K={args.depth}, hidden {args.hidden}, affine, batch {args.batch}, "
-        f"torch.optim.Adam; {args.steps} timed steps after {args.warmup} untimed."
-    )
-    print(
-        f"Step: {before:.3f} s before and {after:.3f} s after, {under_mode:.3f} s under the "
-        "timing mode.\n"
-    )
-    groups = {key: sum(times) / args.steps for key, times in timed.seconds.items()}
-    total = sum(groups.values())
-    by_name = collections.Counter()
-    for (name, _), seconds in groups.items():
-        by_name[name] += seconds
-    print(f"### Operators of one step ({total * 1e3:.1f} ms of timed calls)\n")
-    print("| operator | ms/step | share | GFLOP/s |")
-    print("|---|---:|---:|---:|")
-    for name, seconds in by_name.most_common(args.rows):
-        rate = flops[name] / seconds / 1e9 if name in flops else None
-        shown = f"{rate:.0f}" if rate else "—"
-        print(f"| `{name}` | {seconds * 1e3:.1f} | {seconds / total:.0%} | {shown} |")
-    print(f"\n### The {args.rows} largest groups by input shapes\n")
-    print("| operator | input shapes | calls/step | ms/call (median) | ms/step |")
-    print("|---|---|---:|---:|---:|")
-    ranked = sorted(groups.items(), key=lambda item: -item[1])[: args.rows]
-    for (name, shapes), seconds in ranked:
-        calls = timed.seconds[(name, shapes)]
-        shown = ", ".join("×".join(map(str, s)) or "scalar" for s in shapes)
-        print(
-            f"| `{name}` | {shown} | {len(calls) // args.steps} | "
-            f"{statistics.median(calls) * 1e3:.2f} | {seconds * 1e3:.1f} |"
+    with reported_machine():
+        torch.manual_seed(args.seed)
+        glow = Glow(
+            (1, 28, 28), levels=2, depth=args.depth, hidden_channels=args.hidden, coupling="affine"
         )
-    print(f"\nLoad average (1 min) at the end: {load_average()}")
+        x = fashion_mnist(args.batch, "train", args.seed)
+        optimizer = torch.optim.Adam(glow.parameters(), lr=1e-3)
+
+        def step() -> None:
+            optimizer.zero_grad(set_to_none=True)
+            (-glow.log_prob(x).mean()).backward()
+            optimizer.step()
+
+        for _ in range(args.warmup):
+            step()
+
+        def plain() -> float:
+            began = time.perf_counter()
+            for _ in range(args.steps):
+                step()
+            return (time.perf_counter() - began) / args.steps
+
+        before = plain()
+        timed = OperatorTimes()
+        began = time.perf_counter()
+        with timed:
+            for _ in range(args.steps):
+                step()
+        under_mode = (time.perf_counter() - began) / args.steps
+        after = plain()
+        flops = flops_by_operator(step)
+        print(
+            f"Glow at L=2, K={args.depth}, hidden {args.hidden}, affine, batch {args.batch}, "
+            f"torch.optim.Adam; {args.steps} timed steps after {args.warmup} untimed."
+        )
+        print(
+            f"Step: {before:.3f} s before and {after:.3f} s after, {under_mode:.3f} s under the "
+            "timing mode.\n"
+        )
+        groups = {key: sum(times) / args.steps for key, times in timed.seconds.items()}
+        total = sum(groups.values())
+        by_name = collections.Counter()
+        for (name, _), seconds in groups.items():
+            by_name[name] += seconds
+        print(f"### Operators of one step ({total * 1e3:.1f} ms of timed calls)\n")
+        print("| operator | ms/step | share | GFLOP/s |")
+        print("|---|---:|---:|---:|")
+        for name, seconds in by_name.most_common(args.rows):
+            rate = flops[name] / seconds / 1e9 if name in flops else None
+            shown = f"{rate:.0f}" if rate else "—"
+            print(f"| `{name}` | {seconds * 1e3:.1f} | {seconds / total:.0%} | {shown} |")
+        print(f"\n### The {args.rows} largest groups by input shapes\n")
+        print("| operator | input shapes | calls/step | ms/call (median) | ms/step |")
+        print("|---|---|---:|---:|---:|")
+        ranked = sorted(groups.items(), key=lambda item: -item[1])[: args.rows]
+        for (name, shapes), seconds in ranked:
+            calls = timed.seconds[(name, shapes)]
+            shown = ", ".join("×".join(map(str, s)) or "scalar" for s in shapes)
+            print(
+                f"| `{name}` | {shown} | {len(calls) // args.steps} | "
+                f"{statistics.median(calls) * 1e3:.2f} | {seconds * 1e3:.1f} |"
+            )
 
 
 def parser() -> argparse.ArgumentParser:
@@ -133,10 +131,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--hidden", type=int, default=128, help="conditioner width")
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--steps", type=int, default=5, help="timed steps")
-    p.add_argument("--warmup", type=int, default=3, help="untimed steps first")
     p.add_argument("--rows", type=int, default=12, help="rows per table")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--quick", action="store_true", help="a tiny Glow, one step (smoke test)")
+    add_common_options(p, quick="a tiny Glow, one step (smoke test)", warmup=3, seed=0)
     return p
 
 

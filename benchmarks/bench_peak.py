@@ -40,7 +40,7 @@ from pyro_vaeflow.training import phase as training_phase
 from pyro_vaeflow.transforms import glow
 
 from bench_glow_step import parse_config, training_step
-from timing import count_flops, fashion_mnist, load_average, machine, measure
+from timing import add_common_options, count_flops, fashion_mnist, measure, reported_machine
 
 TARGET = 0.60  # the target: training at 60% of the matmul peak or more
 CONVS = [(3, 128), (1, 128), (1, 512)]  # (kernel size, channels) of the Glow conditioners
@@ -92,45 +92,48 @@ def main(args: argparse.Namespace) -> None:
         vae_batch, conv_batch, glow_batch = 2, 2, 2
         args.repeats, args.min_time, args.warmup = 1, 0.0, 0
     torch.manual_seed(args.seed)
-    print(f"Machine: {machine()}")
-    print(f"Load average (1 min) at the start: {load_average()}")
-    print(f"Median of {args.repeats} interleaved repeats.\n", flush=True)
-    peaks: dict[str, Callable[[], None]] = {f"matmul {n}×{n}×{n}": matmul(n) for n in args.sizes}
-    for kernel, channels in CONVS:
-        for backward in (False, True):
-            name = (
-                f"conv2d {kernel}x{kernel} {channels}→{channels}, {conv_batch}×14×14, "
-                f"{'fwd+bwd' if backward else 'fwd'}"
-            )
-            peaks[name] = conv(kernel, channels, conv_batch, backward)
-    steps: dict[str, Callable[[], None]] = {}
-    for preset in ("cpu", "cpu-long"):
-        name = f"VAEFlow SVI step, {preset} preset, joint, batch {vae_batch}"
-        steps[name] = svi_step(preset, vae_batch, args.seed)
-    for config in args.glow_configs:
-        depth, hidden = parse_config(config)
-        flow = glow(1, depth=depth, hidden_channels=hidden, squeeze=1)
-        name = f"Glow step, depth {depth}, hidden {hidden}, batch {glow_batch}"
-        steps[name] = training_step(flow, torch.rand(glow_batch, 1, 28, 28))
-    times = measure({**peaks, **steps}, args.repeats, args.min_time, args.warmup)
-    gflop = {name: count_flops(fn) / 1e9 for name, fn in {**peaks, **steps}.items()}
-    rate = {name: gflop[name] / statistics.median(times[name]) for name in times}
-    matmul_peak = max(rate[name] for name in peaks if name.startswith("matmul"))
-    conv_peak = max(rate[name] for name in peaks if name.startswith("conv2d"))
-    print("### Distance to the physical limit (fp32, FLOPs of matmuls and convolutions)\n")
-    print("| workload | GFLOP/step | s/step | GFLOP/s | % of matmul peak | % of conv peak ", end="")
-    print("| target |")
-    print("|---|---:|---:|---:|---:|---:|---|")
-    for name in times:
-        share = rate[name] / matmul_peak
-        verdict = "met" if share >= TARGET else "MISSED"
-        target = "—" if name in peaks else f"≥ {100 * TARGET:.0f}% {verdict}"
+    with reported_machine():
+        print(f"Median of {args.repeats} interleaved repeats.\n", flush=True)
+        peaks: dict[str, Callable[[], None]] = {
+            f"matmul {n}×{n}×{n}": matmul(n) for n in args.sizes
+        }
+        for kernel, channels in CONVS:
+            for backward in (False, True):
+                name = (
+                    f"conv2d {kernel}x{kernel} {channels}→{channels}, {conv_batch}×14×14, "
+                    f"{'fwd+bwd' if backward else 'fwd'}"
+                )
+                peaks[name] = conv(kernel, channels, conv_batch, backward)
+        steps: dict[str, Callable[[], None]] = {}
+        for preset in ("cpu", "cpu-long"):
+            name = f"VAEFlow SVI step, {preset} preset, joint, batch {vae_batch}"
+            steps[name] = svi_step(preset, vae_batch, args.seed)
+        for config in args.glow_configs:
+            depth, hidden = parse_config(config)
+            flow = glow(1, depth=depth, hidden_channels=hidden, squeeze=1)
+            name = f"Glow step, depth {depth}, hidden {hidden}, batch {glow_batch}"
+            steps[name] = training_step(flow, torch.rand(glow_batch, 1, 28, 28))
+        times = measure({**peaks, **steps}, args.repeats, args.min_time, args.warmup)
+        gflop = {name: count_flops(fn) / 1e9 for name, fn in {**peaks, **steps}.items()}
+        rate = {name: gflop[name] / statistics.median(times[name]) for name in times}
+        matmul_peak = max(rate[name] for name in peaks if name.startswith("matmul"))
+        conv_peak = max(rate[name] for name in peaks if name.startswith("conv2d"))
+        print("### Distance to the physical limit (fp32, FLOPs of matmuls and convolutions)\n")
         print(
-            f"| {name} | {gflop[name]:.2f} | {statistics.median(times[name]):.4f} "
-            f"| {rate[name]:.0f} | {100 * share:.0f}% | {100 * rate[name] / conv_peak:.0f}% "
-            f"| {target} |"
+            "| workload | GFLOP/step | s/step | GFLOP/s | % of matmul peak | % of conv peak ",
+            end="",
         )
-    print(f"\nLoad average (1 min) at the end: {load_average()}")
+        print("| target |")
+        print("|---|---:|---:|---:|---:|---:|---|")
+        for name in times:
+            share = rate[name] / matmul_peak
+            verdict = "met" if share >= TARGET else "MISSED"
+            target = "—" if name in peaks else f"≥ {100 * TARGET:.0f}% {verdict}"
+            print(
+                f"| {name} | {gflop[name]:.2f} | {statistics.median(times[name]):.4f} "
+                f"| {rate[name]:.0f} | {100 * share:.0f}% | {100 * rate[name] / conv_peak:.0f}% "
+                f"| {target} |"
+            )
 
 
 def parser() -> argparse.ArgumentParser:
@@ -138,11 +141,14 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--sizes", nargs="+", type=int, default=[1024, 2048, 3072], help="matmul sizes")
     p.add_argument("--glow-configs", nargs="+", default=["8x128", "32x512"], help="DEPTHxHIDDEN")
-    p.add_argument("--repeats", type=int, default=9)
-    p.add_argument("--warmup", type=int, default=2, help="untimed calls before timing")
-    p.add_argument("--min-time", type=float, default=1.0, help="seconds per timed block")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--quick", action="store_true", help="tiny sizes, one repeat (smoke test)")
+    add_common_options(
+        p,
+        quick="tiny sizes, one repeat (smoke test)",
+        repeats=9,
+        warmup=2,
+        min_time=1.0,
+        seed=0,
+    )
     return p
 
 

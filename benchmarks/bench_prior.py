@@ -27,23 +27,21 @@ import sys
 
 import torch
 
-from pyro_vaeflow.checkpoint import load_checkpoint
 from pyro_vaeflow.data import load_images
-from pyro_vaeflow.experiment import evaluate
+from pyro_vaeflow.files import write_json
 from pyro_vaeflow.models import VAEFlow
 from pyro_vaeflow.presets import PRESETS, override
+from pyro_vaeflow.run import RunDir, evaluate
 from pyro_vaeflow.training import fit
 
-from baselines import add_arguments, bench_preset, cell, ensure_runs, header, model_of
-from timing import load_average
+from baselines import add_arguments, bench_preset, cell, ensure_runs, model_of, reported_table
 
 PAPER = {"flow": 19.70, "second": 31.87}
 
 
 def _cached(path, compute) -> dict:
     if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(compute(), indent=2) + "\n")
+        write_json(path, compute())
     return json.loads(path.read_text())
 
 
@@ -70,22 +68,20 @@ def flow_prior_refit(args: argparse.Namespace, seconds: float) -> dict:
         prior = {k: PRESETS["cpu"].model[k] for k in ("prior_layers", "prior_hidden_dims")}
         if args.quick:
             prior = {"prior_layers": 2, "prior_hidden_dims": (16, 16)}
-        sizes = {k: v for k, v in two_stage.config.items() if k != "second_hidden_dims"}
+        fixed = ("prior", "prior_layers", "prior_hidden_dims", "glow_depth")
+        sizes = {k: v for k, v in two_stage.first_stage.config.items() if k not in fixed}
         vae = VAEFlow(**sizes, prior="flow", glow_depth=0, **prior)
-        first = {k: v for k, v in two_stage.state_dict().items() if "second_stage" not in k}
-        missing, unexpected = vae.load_state_dict(first, strict=False)
+        missing, unexpected = vae.load_state_dict(two_stage.first_stage.state_dict(), strict=False)
         if unexpected or any(not name.startswith("prior_flow.") for name in missing):
             raise RuntimeError(f"the first stage does not fit: {missing}, {unexpected}")
         pixels = load_images(preset.dataset, "train")[: preset.train_images]
-        checkpoint = run_dir / "prior.ckpt"
-        done = (
-            load_checkpoint(checkpoint, kind="training")["history"] if checkpoint.exists() else []
-        )
+        run = RunDir(run_dir)
+        done = run.load_checkpoint("prior")["history"] if run.has_checkpoint("prior") else []
         history = fit(
             vae,
             pixels,
             "prior",
-            epochs=preset.vae_epochs + preset.glow_epochs,
+            epochs=sum(preset.epochs.values()),
             batch_size=preset.batch_size,
             lr=preset.lr,
             warmup_steps=preset.warmup_steps,
@@ -109,8 +105,13 @@ def flow_prior_refit(args: argparse.Namespace, seconds: float) -> dict:
 def main(args: argparse.Namespace) -> None:
     """Train (or resume) the runs, then print Table 1."""
     command = "python benchmarks/bench_prior.py " + " ".join(sys.argv[1:])
-    if not args.only:
-        print(header(args, command.strip()))
+    with reported_table(args, command.strip()):
+        table(args)
+
+
+def table(args: argparse.Namespace) -> None:
+    """Train (or resume) the runs, then print Table 1 (what :func:`main` runs inside
+    :func:`~baselines.reported_table`)."""
     torch.manual_seed(0)
     runs = ensure_runs(args, ["two-stage"])
     if args.only:
@@ -135,14 +136,11 @@ def main(args: argparse.Namespace) -> None:
             f"| {label} | {cell(m, 'fid', '{:.2f}')} | {paper} | {m['test_elbo_bpd']:.3f} | "
             f"{m['test_is_bpd']:.3f} | {spent} |"
         )
-    print(f"\nLoad average (1 min) at the end: {load_average()}")
 
 
 def _first_stage_seconds(args: argparse.Namespace) -> float:
-    lines = (args.root / "two-stage" / "metrics.jsonl").read_text().splitlines()
-    rows = [json.loads(line) for line in lines]
-    latest = {(row["phase"], row["epoch"]): row["seconds"] for row in rows}
-    return sum(seconds for (phase, _), seconds in latest.items() if phase == "vae")
+    history = RunDir(args.root / "two-stage").history()
+    return sum(row["seconds"] for row in history if row["phase"] == "first")
 
 
 def parser() -> argparse.ArgumentParser:

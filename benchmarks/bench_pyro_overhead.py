@@ -49,7 +49,7 @@ from pyro_vaeflow.presets import PRESETS
 from pyro_vaeflow.training import GuardedSVI, MultiTensorAdam
 from pyro_vaeflow.training import phase as training_phase
 
-from timing import fashion_mnist, load_average, machine, measure, median_ratio
+from timing import add_common_options, fashion_mnist, measure, median_ratio, reported_machine
 
 TARGET = 0.05  # the target: at most 5% overhead
 
@@ -116,62 +116,62 @@ def main(args: argparse.Namespace) -> None:
     batch = preset.batch_size
     if args.quick:
         batch, args.repeats, args.min_time, args.warmup = 8, 1, 0.0, 0
-    print(f"Machine: {machine()}")
-    print(f"Load average (1 min) at the start: {load_average()}")
-    x = fashion_mnist(batch, "train", args.seed)
-    side = "fit's GuardedSVI" if args.svi == "guarded" else "Pyro's SVI"
-    print(
-        f"VAEFlow((1, 28, 28), **PRESETS['cpu'].model), batch {batch} of Fashion-MNIST, "
-        f"Adam lr {preset.lr}; Pyro side: {side} with Trace_ELBO; "
-        f"median of {args.repeats} interleaved repeats.\n",
-        flush=True,
-    )
-    rows = []
-    for mode in args.modes:
-        torch.manual_seed(args.seed)
-        vae = VAEFlow((1, 28, 28), **preset.model)
-        steps = {}
-        with ExitStack() as stack:
-            twin = copy.deepcopy(vae)
-            stack.enter_context(training_phase(twin, mode))
-            for name, make in OPTIMISERS.items():
-                copy_ = copy.deepcopy(vae)
-                stack.enter_context(training_phase(copy_, mode))
-                svi = pyro_svi(copy_, make(preset.lr), args.svi)
-                with pyro.get_param_store().scope() as scope:  # a param store per copy
-                    pyro_loss, plain = check_losses(svi, twin, x, args.seed)
-                print(
-                    f"Loss check ({mode}, {name}): Pyro {pyro_loss:.6g}, plain {plain:.6g}", end=""
-                )
-                print(
-                    f", relative difference {abs(pyro_loss - plain) / abs(plain):.1e}", flush=True
-                )
-                steps[name] = partial(step_in_scope, svi, scope, x)
-            steps["plain"] = plain_step(twin, x, preset.lr)
-            times = measure(steps, args.repeats, args.min_time, args.warmup)
-        rows.append((mode, times))
-    print(f"\n### Pyro overhead: a VAEFlow training step ({side}) against plain PyTorch\n")
-    names = list(OPTIMISERS)
-    print(
-        "| mode | plain PyTorch (ms/step) | "
-        + " | ".join(f"{side} + {name} (ms/step) | overhead" for name in names)
-        + " | target |"
-    )
-    print("|---|---:|" + "---:|---:|" * len(names) + "---|")
-    for mode, times in rows:
-        overheads = {name: median_ratio(times[name], times["plain"]) - 1 for name in names}
-        cells = " | ".join(
-            f"{1e3 * statistics.median(times[name]):.1f} | {100 * overheads[name]:+.1f}%"
-            for name in names
-        )
-        ours = overheads["MultiTensorAdam"]
-        verdict = "met" if ours <= TARGET else "MISSED"
-        label = f"{mode} ({'Glow on' if mode == 'joint' else 'Glow off'})"
+    with reported_machine():
+        x = fashion_mnist(batch, "train", args.seed)
+        side = "fit's GuardedSVI" if args.svi == "guarded" else "Pyro's SVI"
         print(
-            f"| {label} | {1e3 * statistics.median(times['plain']):.1f} | {cells} "
-            f"| ≤ {100 * TARGET:.0f}% with MultiTensorAdam: {verdict} |"
+            f"VAEFlow((1, 28, 28), **PRESETS['cpu'].model), batch {batch} of Fashion-MNIST, "
+            f"Adam lr {preset.lr}; Pyro side: {side} with Trace_ELBO; "
+            f"median of {args.repeats} interleaved repeats.\n",
+            flush=True,
         )
-    print(f"\nLoad average (1 min) at the end: {load_average()}")
+        rows = []
+        for mode in args.modes:
+            torch.manual_seed(args.seed)
+            vae = VAEFlow((1, 28, 28), **preset.model)
+            steps = {}
+            with ExitStack() as stack:
+                twin = copy.deepcopy(vae)
+                stack.enter_context(training_phase(twin, mode))
+                for name, make in OPTIMISERS.items():
+                    copy_ = copy.deepcopy(vae)
+                    stack.enter_context(training_phase(copy_, mode))
+                    svi = pyro_svi(copy_, make(preset.lr), args.svi)
+                    with pyro.get_param_store().scope() as scope:  # a param store per copy
+                        pyro_loss, plain = check_losses(svi, twin, x, args.seed)
+                    print(
+                        f"Loss check ({mode}, {name}): Pyro {pyro_loss:.6g}, plain {plain:.6g}",
+                        end="",
+                    )
+                    print(
+                        f", relative difference {abs(pyro_loss - plain) / abs(plain):.1e}",
+                        flush=True,
+                    )
+                    steps[name] = partial(step_in_scope, svi, scope, x)
+                steps["plain"] = plain_step(twin, x, preset.lr)
+                times = measure(steps, args.repeats, args.min_time, args.warmup)
+            rows.append((mode, times))
+        print(f"\n### Pyro overhead: a VAEFlow training step ({side}) against plain PyTorch\n")
+        names = list(OPTIMISERS)
+        print(
+            "| mode | plain PyTorch (ms/step) | "
+            + " | ".join(f"{side} + {name} (ms/step) | overhead" for name in names)
+            + " | target |"
+        )
+        print("|---|---:|" + "---:|---:|" * len(names) + "---|")
+        for mode, times in rows:
+            overheads = {name: median_ratio(times[name], times["plain"]) - 1 for name in names}
+            cells = " | ".join(
+                f"{1e3 * statistics.median(times[name]):.1f} | {100 * overheads[name]:+.1f}%"
+                for name in names
+            )
+            ours = overheads["MultiTensorAdam"]
+            verdict = "met" if ours <= TARGET else "MISSED"
+            label = f"{mode} ({'Glow on' if mode == 'joint' else 'Glow off'})"
+            print(
+                f"| {label} | {1e3 * statistics.median(times['plain']):.1f} | {cells} "
+                f"| ≤ {100 * TARGET:.0f}% with MultiTensorAdam: {verdict} |"
+            )
 
 
 def parser() -> argparse.ArgumentParser:
@@ -181,11 +181,14 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--svi", choices=["plain", "guarded"], default="plain", help="Pyro's SVI or GuardedSVI"
     )
-    p.add_argument("--repeats", type=int, default=15)
-    p.add_argument("--warmup", type=int, default=3, help="untimed steps before timing")
-    p.add_argument("--min-time", type=float, default=1.0, help="seconds per timed block")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--quick", action="store_true", help="batch 8, one repeat (smoke test)")
+    add_common_options(
+        p,
+        quick="batch 8, one repeat (smoke test)",
+        repeats=15,
+        warmup=3,
+        min_time=1.0,
+        seed=0,
+    )
     return p
 
 

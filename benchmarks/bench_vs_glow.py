@@ -35,8 +35,8 @@ from pyro_vaeflow.models import Glow, VAEFlow
 from pyro_vaeflow.presets import PRESETS
 from pyro_vaeflow.training import fit
 
-from baselines import add_arguments, cell, ensure_runs, header
-from timing import load_average, measure
+from baselines import add_arguments, cell, ensure_runs, reported_table
+from timing import measure
 
 EPOCH_IMAGES = 60000
 EQUAL_BUDGET = {
@@ -118,8 +118,14 @@ def main(args: argparse.Namespace) -> None:
     if args.quick:
         args.timing_steps, args.repeats = 2, 1
     command = "python benchmarks/bench_vs_glow.py " + " ".join(sys.argv[1:])
+    with reported_table(args, command.strip(), trained=not args.timing_only):
+        tables(args)
+
+
+def tables(args: argparse.Namespace) -> None:
+    """The time-per-epoch table and the equal-budget table (what :func:`main` runs inside
+    :func:`~baselines.reported_table`)."""
     if not args.only:
-        print(header(args, command.strip(), trained=not args.timing_only))
         print()
         print(
             "| size | VAEFlow parameters | phase 1 s/epoch | phase 2 s/epoch | average s/epoch | "
@@ -128,12 +134,12 @@ def main(args: argparse.Namespace) -> None:
         print("|---|---:|---:|---:|---:|---:|---:|---:|---|")
         for row in _timing_rows(args):
             print(row)
-        print()
     if args.timing_only:
         return
     metrics = ensure_runs(args, list(EQUAL_BUDGET))
     if args.only:
         return
+    print()
     print("| model | training minutes | epochs | test ELBO (bits/dim) | IS (bits/dim) | FID |")
     print("|---|---:|---|---:|---:|---:|")
     for name, label in EQUAL_BUDGET.items():
@@ -143,17 +149,16 @@ def main(args: argparse.Namespace) -> None:
             f"| {label} | {m['train_seconds'] / 60:.1f} | {epochs} | {cell(m, 'test_elbo_bpd')} | "
             f"{cell(m, 'test_is_bpd')} | {cell(m, 'fid', '{:.2f}')} |"
         )
-    print(f"\nLoad average (1 min) at the end: {load_average()}")
 
 
 def parser() -> argparse.ArgumentParser:
     """The command line."""
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    add_arguments(p)
+    add_arguments(
+        p, repeats=5, device="cpu", helps={"device": "where the epochs are timed (cpu, cuda)"}
+    )
     p.add_argument("--timing-steps", type=int, default=10, help="batches per timed epoch slice")
-    p.add_argument("--repeats", type=int, default=5, help="interleaved timing repeats")
     p.add_argument("--paper-size", action="store_true", help="also time the CIFAR-10 sizes")
-    p.add_argument("--device", default="cpu", help="where the epochs are timed (cpu, cuda)")
     p.add_argument("--timing-only", action="store_true", help="time the epochs, train nothing")
     return p
 

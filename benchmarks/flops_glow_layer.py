@@ -20,7 +20,7 @@ import torch
 
 from pyro_vaeflow.transforms import glow
 
-from timing import count_flops, machine
+from timing import add_common_options, count_flops, machine
 
 PAPER_SECONDS = 162.0  # the paper's Table 4: the Glow layer's time per CIFAR-10 epoch
 
@@ -73,7 +73,7 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--peak-tflops", type=float, default=11.34, help="the GPU's fp32 peak")
     p.add_argument("--images", type=int, default=50000, help="images per epoch (CIFAR-10)")
-    p.add_argument("--quick", action="store_true", help="one-step, width-8 layers (smoke test)")
+    add_common_options(p, quick="one-step, width-8 layers (smoke test)")
     return p
 
 

@@ -1,7 +1,9 @@
-"""Shared by the benchmark scripts: the machine line, the load, interleaved timing, FLOPs, data."""
+"""Shared by the benchmark scripts: the common options, the machine and load lines, interleaved
+timing, FLOPs, data."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import os
@@ -10,7 +12,8 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Hashable, Iterator, Sequence
+from contextlib import contextmanager
 
 import pyro
 import torch
@@ -19,6 +22,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from pyro_vaeflow.data import dequantize, load_images
 
 __all__ = [
+    "add_common_options",
     "child_result",
     "count_flops",
     "fashion_mnist",
@@ -26,7 +30,48 @@ __all__ = [
     "machine",
     "measure",
     "median_ratio",
+    "reported_machine",
 ]
+
+#: The options that :func:`add_common_options` can add (besides ``--quick``): type and help.
+COMMON_OPTIONS = {
+    "repeats": (int, "timed repeats, interleaved (the tables show their median)"),
+    "warmup": (int, "untimed calls before timing"),
+    "min_time": (float, "seconds per timed block"),
+    "seed": (int, "the random seed"),
+    "device": (str, "where the timed steps run (cpu, cuda)"),
+}
+
+
+def add_common_options(
+    parser: argparse.ArgumentParser,
+    *,
+    quick: str,
+    repeats: int | None = None,
+    warmup: int | None = None,
+    min_time: float | None = None,
+    seed: int | None = None,
+    device: str | None = None,
+    helps: dict[str, str] | None = None,
+) -> None:
+    """Add ``--quick`` (``quick`` is its help text) and, with their script's defaults,
+    ``--repeats``, ``--warmup``, ``--min-time``, ``--seed`` and ``--device``; an option whose
+    default is ``None`` is left out. ``helps`` replaces the help text of an option by name."""
+    parser.add_argument("--quick", action="store_true", help=quick)
+    defaults = {
+        "repeats": repeats,
+        "warmup": warmup,
+        "min_time": min_time,
+        "seed": seed,
+        "device": device,
+    }
+    helps = {name: text for name, (_, text) in COMMON_OPTIONS.items()} | (helps or {})
+    for name, default in defaults.items():
+        if default is not None:
+            flag = "--" + name.replace("_", "-")
+            parser.add_argument(
+                flag, type=COMMON_OPTIONS[name][0], default=default, help=helps[name]
+            )
 
 
 def machine() -> str:
@@ -57,6 +102,16 @@ def load_average() -> str:
             return loadavg.read().split()[0]
     except OSError:
         return "unknown"
+
+
+@contextmanager
+def reported_machine() -> Iterator[None]:
+    """Print the machine and the load before the block, and the load again after it (not after
+    an exception)."""
+    print(f"Machine: {machine()}")
+    print(f"Load average (1 min) at the start: {load_average()}")
+    yield
+    print(f"\nLoad average (1 min) at the end: {load_average()}")
 
 
 def measure(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import importlib.util
 import os
 import subprocess
@@ -48,6 +49,97 @@ def test_benchmark_runs_quick(name, capsys, monkeypatch):
     out = capsys.readouterr().out
     assert out.startswith("Machine: ")
     assert "|---" in out
+    if name != "flops_glow_layer":  # its FLOP counts do not depend on the load
+        assert out.splitlines()[-1].startswith("Load average (1 min) at the end: ")
+
+
+@pytest.mark.parametrize(
+    ("name", "defaults", "absent"),
+    [
+        (
+            "bench_conv1x1",
+            {"quick": False, "repeats": 21, "warmup": 3, "min_time": 0.02, "seed": 0},
+            ["device"],
+        ),
+        (
+            "bench_importance",
+            {"quick": False, "repeats": 3, "warmup": 0, "min_time": 0.0, "seed": 0},
+            ["device"],
+        ),
+        ("bench_fid", {"quick": False, "repeats": 5, "warmup": 1}, ["min_time", "seed", "device"]),
+        ("bench_ops", {"quick": False, "warmup": 3, "seed": 0}, ["repeats", "min_time", "device"]),
+        ("bench_allocator", {"quick": False, "repeats": 3}, ["warmup", "seed", "device"]),
+        ("flops_glow_layer", {"quick": False}, ["repeats", "warmup", "seed", "device"]),
+        ("bench_vs_glow", {"quick": False, "repeats": 5, "device": "cpu"}, ["warmup", "seed"]),
+        ("bench_prior", {"quick": False}, ["repeats", "warmup", "device"]),
+    ],
+)
+def test_each_script_keeps_its_defaults_and_only_its_options(name, defaults, absent, monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    parser = load_script(name).parser()
+    args = vars(parser.parse_args([]))
+    assert {option: args.get(option) for option in defaults} == defaults
+    assert not set(absent) & set(args)
+    for option in absent:
+        with pytest.raises(SystemExit):
+            parser.parse_args(["--" + option.replace("_", "-"), "1"])
+
+
+def test_common_options_are_added_with_the_defaults_given(monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    timing = load_script("timing")
+    parser = argparse.ArgumentParser()
+    timing.add_common_options(
+        parser, quick="a smoke test", repeats=3, min_time=1.0, helps={"repeats": "pairs of runs"}
+    )
+    assert vars(parser.parse_args([])) == {"quick": False, "repeats": 3, "min_time": 1.0}
+    args = parser.parse_args(["--quick", "--repeats", "5", "--min-time", "2"])
+    assert vars(args) == {"quick": True, "repeats": 5, "min_time": 2.0}
+    assert isinstance(args.min_time, float)
+    assert "a smoke test" in parser.format_help()
+    assert "pairs of runs" in parser.format_help()
+    for left_out in ("--warmup", "--seed", "--device"):
+        with pytest.raises(SystemExit):
+            parser.parse_args([left_out, "1"])
+
+
+def test_the_machine_and_the_load_are_printed_before_and_after(capsys, monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    timing = load_script("timing")
+    loads = iter(["0.50", "1.50"])
+    monkeypatch.setattr(timing, "machine", lambda: "a test machine")
+    monkeypatch.setattr(timing, "load_average", lambda: next(loads))
+    with timing.reported_machine():
+        print("the table")
+    assert capsys.readouterr().out.splitlines() == [
+        "Machine: a test machine",
+        "Load average (1 min) at the start: 0.50",
+        "the table",
+        "",
+        "Load average (1 min) at the end: 1.50",
+    ]
+    with pytest.raises(RuntimeError), timing.reported_machine():
+        raise RuntimeError("failed")
+    assert "at the end" not in capsys.readouterr().out
+
+
+def test_a_table_starts_with_its_command_and_a_jobs_process_prints_none(capsys, monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    baselines = load_script("baselines")
+    args = load_script("bench_prior").parser().parse_args(["--quick"])
+    with baselines.reported_table(args, "python benchmarks/bench_prior.py --quick"):
+        print("the table")
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "Command: `python benchmarks/bench_prior.py --quick`"
+    assert lines[1].startswith("Machine: ")
+    assert lines[2].startswith("Load average (1 min) at the start: ")
+    assert lines[3].startswith("A --quick smoke run")
+    assert lines[4:-1] == ["the table", ""]
+    assert lines[-1].startswith("Load average (1 min) at the end: ")
+    args.only = "two-stage"
+    with baselines.reported_table(args, "python benchmarks/bench_prior.py --only two-stage"):
+        print("training")
+    assert capsys.readouterr().out == "training\n"
 
 
 def gpu_checks(tmp_path, steps: str, python: str = sys.executable):
