@@ -2,7 +2,7 @@
 
 The names most users need are here; everything else lives in its module
 (``transforms``, ``distributions``, ``nets``, ``models``, ``infer``, ``data``, ``training``,
-``metrics``, ``plotting``, ``presets``, ``experiment``, ``cli``).
+``metrics``, ``plotting``, ``presets``, ``rundir``, ``run``, ``cli``).
 """
 
 from pyro_vaeflow.distributions import FlowDecoder, FlowPrior

@@ -67,6 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--batch-size", type=int)
     train.add_argument("--lr", type=float)
     train.add_argument("--train-images", type=int, help="use the first N training images")
+    train.add_argument(
+        "--val-images", type=int, help="hold out the last N of them for validation curves"
+    )
     train.add_argument("--time-budget", type=float, help="seconds for both phases")
     train.add_argument("--evaluate", action="store_true", help="evaluate and draw figures after")
     _add_evaluation(train)
@@ -143,6 +146,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 batch_size=args.batch_size,
                 lr=args.lr,
                 train_images=args.train_images,
+                val_images=args.val_images,
                 time_budget=args.time_budget,
                 **_evaluation_overrides(args),
             )

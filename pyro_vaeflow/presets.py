@@ -40,6 +40,9 @@ class Preset:
         time_budget: wall-clock seconds for all the phases together (``None``: no limit); each
             phase gets its share by epochs, and stops before an epoch that would overrun it.
         train_images: use the first this many training images (``None``: all).
+        val_images: hold out the last this many of them as a validation set, scored after
+            every epoch of every phase (and used by a phase's early stopping); ``None``: no
+            validation set (a phase with early stopping then splits its own).
         elbo_images: test images for the test ELBO (``None``: all).
         is_images: test images for the importance-sampled log-likelihood.
         is_samples: importance samples :math:`K` per image.
@@ -65,6 +68,7 @@ class Preset:
     clip_norm: float | None = 100.0
     time_budget: float | None = None
     train_images: int | None = None
+    val_images: int | None = None
     elbo_images: int | None = None
     is_images: int = 100
     is_samples: int = 1000

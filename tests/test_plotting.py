@@ -253,6 +253,30 @@ def test_plot_training_curves_splits_a_restarted_phase():
     assert fig.legends[0].texts[0].get_text() == "train"
 
 
+def test_plot_training_curves_over_the_logged_steps():
+    history = [
+        {"phase": "vae", "epoch": 1, "step": 4, "train_bpd": 6.0, "val_bpd": 6.2},
+        {"phase": "vae", "epoch": 2, "step": 8, "train_bpd": 5.0, "val_bpd": 5.1},
+        {"phase": "glow", "epoch": 1, "step": 4, "train_bpd": 4.5, "val_bpd": None},
+    ]
+    steps = [{"phase": "vae", "step": k, "train_bpd": 7.0 - k / 4} for k in (2, 4, 6, 8)]
+    steps += [{"phase": "glow", "step": k, "train_bpd": 4.5} for k in (2, 4)]
+    fig = plot_training_curves(history, steps=steps, smoothing=0.0)
+    (ax,) = fig.axes
+    assert ax.get_xlabel() == "training step (all phases)"
+    assert ax.get_xlim() == (0.0, 12.0)  # 8 steps of vae, then 4 of glow
+    assert [t.get_text() for t in ax.texts] == ["vae", "glow"]
+    logged, smoothed, validation, glow_logged, _ = ax.lines
+    assert list(logged.get_xdata()) == [2, 4, 6, 8]
+    assert list(smoothed.get_ydata()) == list(logged.get_ydata())  # no smoothing
+    assert list(validation.get_xdata()) == [4, 8]
+    assert list(glow_logged.get_xdata()) == [10, 12]
+    legend = [t.get_text() for t in fig.legends[0].texts]
+    assert legend == ["train (logged)", "train (smoothed)", "validation (epoch)"]
+    with pytest.raises(ValueError, match="smoothing"):
+        plot_training_curves(history, steps=steps, smoothing=1.0)
+
+
 @pytest.mark.parametrize(
     ("history", "match"),
     [

@@ -240,3 +240,12 @@ def test_the_evaluation_records_the_labels_of_the_models_metrics(tmp_path):
         "fid_vae_mean": "FID of the VAE means",
     }
     assert metrics["test_elbo_bpd_without_glow"] != metrics["test_elbo_bpd"]
+
+
+def test_a_preset_with_validation_images_scores_every_epoch_of_every_phase(tmp_path):
+    preset = tiny("cpu", {"latent_dim": 4, **TINY}, train_images=48, val_images=16)
+    _, history = train(preset, tmp_path, progress=False)
+    assert [row["phase"] for row in history] == ["vae", "glow"]
+    assert all(0 < row["val_bpd"] < 20 for row in history)
+    with pytest.raises(ValueError, match="leaves no training images"):
+        train(override(preset, val_images=48), tmp_path / "other", progress=False)

@@ -129,3 +129,14 @@ def test_the_loss_is_logged_every_few_steps(tmp_path):
     assert {row["epoch"] for row in steps} == {1, 2}
     assert all(row["phase"] == "vae" and 0 < row["train_bpd"] < 20 for row in steps)
     assert run.history() == [json.loads(json.dumps(row)) for row in history]
+
+
+def test_validation_does_not_change_training():
+    pixels, held_out = fashion_pixels(32), fashion_pixels(48)[32:]
+    torch.manual_seed(0)
+    plain = fit(tiny_vae(), pixels, "vae", epochs=2, batch_size=16, progress=False)
+    torch.manual_seed(0)
+    model = tiny_vae()
+    validated = fit(model, pixels, "vae", 2, 16, val_data=held_out, progress=False)
+    assert [r["train_bpd"] for r in validated] == [r["train_bpd"] for r in plain]
+    assert all(0 < r["val_bpd"] < 20 for r in validated)

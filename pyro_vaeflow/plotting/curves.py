@@ -39,7 +39,7 @@ def plot_training_curves(
     history: Sequence[Mapping],
     *,
     steps: Sequence[Mapping] = (),
-    smoothing: float = 0.9,
+    smoothing: float = 0.8,
     title: str | None = None,
 ) -> Figure:
     r"""The training loss in bits/dim over the phases, with each epoch's validation bits/dim.

@@ -216,8 +216,9 @@ def _labels(model: ImageModel, preset: Preset) -> dict:
     labels = {
         f"test_elbo_bpd_{name}": variant.label for name, variant in model.elbo_variants().items()
     }
-    with _evaluating(model), torch.random.fork_rng():
-        samplers = model.fid_samplers(1, preset.temperature)
+    device = next(model.parameters()).device
+    with _evaluating(model), torch.random.fork_rng([device] if device.type == "cuda" else []):
+        samplers = model.fid_samplers(1, preset.temperature)  # to read their labels
     labels.update({name: sampler.label for name, sampler in samplers.items()})
     return labels
 

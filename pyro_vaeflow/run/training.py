@@ -8,7 +8,7 @@ import os
 import torch
 from torch import nn
 
-from pyro_vaeflow.data import DynamicallyBinarized, load_images
+from pyro_vaeflow.data import DynamicallyBinarized, binarize, load_images
 from pyro_vaeflow.models import ImageModel, build_model
 from pyro_vaeflow.presets import Preset
 from pyro_vaeflow.rundir import RunDir
@@ -29,6 +29,7 @@ _TRAINING_FIELDS = (
     "lr_halve_every",
     "clip_norm",
     "train_images",
+    "val_images",
 )
 
 
@@ -122,7 +123,7 @@ def train(
             f"{preset.dataset} images are {tuple(pixels.shape[1:])}, but the preset expects "
             f"{preset.image_shape}"
         )
-    pixels = pixels[: preset.train_images]
+    pixels, val_data = _split(pixels[: preset.train_images], preset, seed)
     torch.manual_seed(seed)
     model = build_model(preset.architecture, preset.image_shape, **preset.model).to(device)
     generator = torch.Generator().manual_seed(seed)
@@ -145,9 +146,26 @@ def train(
             continue
         budget = _phase_budget(preset, run, phases, index, history, resume)
         phase_config = config.replace(epochs=epochs, time_budget=budget)
-        history += fit(model, data, name, config=phase_config, run_dir=run, resume=resume)
+        history += fit(
+            model, data, name, config=phase_config, val_data=val_data, run_dir=run, resume=resume
+        )
     model.save(run.model_path)
     return model, history
+
+
+def _split(pixels: torch.Tensor, preset: Preset, seed: int):
+    """The training pixels and the validation set: the last ``preset.val_images`` of them
+    (binarised once, for a binarised preset), or ``None``."""
+    if not preset.val_images:
+        return pixels, None
+    if preset.val_images >= len(pixels):
+        raise ValueError(
+            f"val_images={preset.val_images} leaves no training images of {len(pixels)}"
+        )
+    held_out = pixels[-preset.val_images :]
+    if preset.binarize:
+        held_out = binarize(held_out, torch.Generator().manual_seed(seed))
+    return pixels[: -preset.val_images], held_out
 
 
 def _phase_budget(

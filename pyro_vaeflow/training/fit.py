@@ -14,6 +14,7 @@ from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from pyro_vaeflow.data import train_val_split
+from pyro_vaeflow.models import Phase
 from pyro_vaeflow.rundir import MetricsLog, RunDir
 from pyro_vaeflow.training.batches import Batches, to_model
 from pyro_vaeflow.training.checkpoint import PhaseCheckpoint
@@ -109,27 +110,21 @@ def fit(
         **{k: v for k, v in given.items() if v is not None}, **options
     )
     spec = resolve_phase(model, phase)
-    if spec.patience is not None and val_data is None:
-        data, val_data = train_val_split(data, config.val_fraction, config.seed)
-    stopping = EarlyStopping(spec.patience if config.patience is None else config.patience)
-    if stopping.patience is not None and val_data is None:
-        raise ValueError("early stopping (patience) needs val_data")
+    data, val_batches, stopping = _validation(spec, data, val_data, config)
     run = None if run_dir is None else RunDir(run_dir)
     pyro.set_rng_seed(config.seed)
     shuffle = torch.Generator().manual_seed(config.seed)
     batches = Batches(data, config.batch_size, config.n_bits, generator=shuffle)
-    val_batches = None
-    if val_data is not None:
-        val_batches = Batches(val_data, config.batch_size, config.n_bits, False, None, config.seed)
     optim = MultiTensorAdam(lr=config.lr, clip_norm=config.clip_norm or None)
     schedule = LearningRateSchedule(
         config.lr, config.lr_halve_every, config.warmup_steps, len(batches)
     )
-    history, start, finished = [], 0, False
+    saved = None
     if resume and run is not None and run.has_checkpoint(phase):
         saved = PhaseCheckpoint.from_payload(run.load_checkpoint(phase))
         saved.restore(model, optim, shuffle, stopping)
-        history, start, finished = saved.history, saved.epoch, saved.early_stopped
+    history, start = (saved.history, saved.epoch) if saved else ([], 0)
+    end = start if saved and saved.early_stopped else config.epochs
     # One particle needs no particle plate (the same draws, without the extra batch dimension).
     particles = config.num_particles
     elbo = Trace_ELBO(particles, vectorize_particles=particles > 1, max_plate_nesting=1)
@@ -137,12 +132,12 @@ def fit(
     log = MetricsLog(None) if run is None else run.metrics_log()
     with pyro.get_param_store().scope(), training_phase(model, phase), log:
         svi = GuardedSVI(model.model, model.guide, optim, elbo, config.max_consecutive_skipped)
-        for epoch in range(start, start if finished else config.epochs):
+        for epoch in range(start, end):
             if not budget.allows_epoch(history):
                 _say(config, f"{phase}: stopping after epoch {epoch}, the time budget is spent")
                 break
             row = _run_epoch(svi, model, batches, schedule, epoch, phase, config, log)
-            row["val_bpd"] = None if val_batches is None else _bits_per_dim(model, val_batches)
+            row["val_bpd"] = _bits_per_dim(model, val_batches, config.seed)
             history.append(row)
             stop = stopping.update(row["val_bpd"], model)
             if run is not None:
@@ -156,6 +151,22 @@ def fit(
                 break
     stopping.restore_best(model)
     return history
+
+
+def _validation(
+    spec: Phase, data: Tensor | Dataset, val_data: Tensor | Dataset | None, config: FitConfig
+) -> tuple[Tensor | Dataset, Batches | None, EarlyStopping]:
+    """The training data, the validation batches (a split of ``data`` for a phase with early
+    stopping, when none are given) and the early stopping of the phase."""
+    if spec.patience is not None and val_data is None:
+        data, val_data = train_val_split(data, config.val_fraction, config.seed)
+    stopping = EarlyStopping(spec.patience if config.patience is None else config.patience)
+    if stopping.patience is not None and val_data is None:
+        raise ValueError("early stopping (patience) needs val_data")
+    if val_data is None:
+        return data, None, stopping
+    val_batches = Batches(val_data, config.batch_size, config.n_bits, False, None, config.seed)
+    return data, val_batches, stopping
 
 
 def _run_epoch(
@@ -212,13 +223,19 @@ def _run_epoch(
 
 
 @torch.no_grad()
-def _bits_per_dim(model: nn.Module, batches: Batches) -> float:
-    """The ELBO of the (fixed) validation batches, in bits/dim."""
-    elbo, total, count = Trace_ELBO(), 0.0, 0
-    for x in batches:
-        x = to_model(x, model)
-        total += elbo.loss(model.model, model.guide, x)
-        count += len(x)
+def _bits_per_dim(model: nn.Module, batches: Batches | None, seed: int) -> float | None:
+    """The ELBO of the validation batches in bits/dim (``None`` without any), with the same
+    noise at every call and without touching the training's random stream."""
+    if batches is None:
+        return None
+    device = next(model.parameters()).device
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        elbo, total, count = Trace_ELBO(), 0.0, 0
+        for x in batches:
+            x = to_model(x, model)
+            total += elbo.loss(model.model, model.guide, x)
+            count += len(x)
     return loss_to_bits_per_dim(total, count, model.num_dims, batches.n_bits)
 
 
