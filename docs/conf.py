@@ -37,8 +37,11 @@ apigen_modules = [
     "pyro_vaeflow.metrics",
     "pyro_vaeflow.plotting",
     "pyro_vaeflow.presets",
-    "pyro_vaeflow.experiment",
+    "pyro_vaeflow.rundir",
+    "pyro_vaeflow.run",
     "pyro_vaeflow.checkpoint",
+    "pyro_vaeflow.files",
+    "pyro_vaeflow.validation",
     "pyro_vaeflow.cli",
 ]
 
