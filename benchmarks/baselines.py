@@ -30,7 +30,8 @@ import torch
 
 from pyro_vaeflow.models import load_model
 from pyro_vaeflow.presets import Preset, get_preset, override
-from pyro_vaeflow.run import RunDir, evaluate, train
+from pyro_vaeflow.run import evaluate, train
+from pyro_vaeflow.rundir import RunDir
 
 from timing import add_common_options, reported_machine
 

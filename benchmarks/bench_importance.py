@@ -6,7 +6,7 @@ layer is the identity; the cost of a forward pass does not depend on the weights
 
 - importance sampling: ``log_likelihood(vae.model, vae.guide, x, num_samples=K,
   chunk_size=C)``, the :math:`K` samples drawn ``C`` at a time, each chunk one vectorised trace
-  of the guide and the model under a particle plate (``C`` = 100, as the experiment's
+  of the guide and the model under a particle plate (``C`` = 100, as the evaluation's
   evaluation uses, and 250; a chunk size of at least :math:`K` draws all at once);
 - :math:`K` ELBOs: a loop of :math:`K` calls of ``elbo(vae.model, vae.guide, x)``, one particle
   each (each call also traces the model once to find the data plate, as any call does).
@@ -96,7 +96,7 @@ def parser() -> argparse.ArgumentParser:
         nargs="+",
         type=int,
         default=[100, 250],
-        help="samples per trace (experiment.py uses 100)",
+        help="samples per trace (the evaluation uses 100)",
     )
     p.add_argument("--images", type=int, default=25, help="test images")
     add_common_options(

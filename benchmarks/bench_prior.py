@@ -31,7 +31,8 @@ from pyro_vaeflow.data import load_images
 from pyro_vaeflow.files import write_json
 from pyro_vaeflow.models import VAEFlow
 from pyro_vaeflow.presets import PRESETS, override
-from pyro_vaeflow.run import RunDir, evaluate
+from pyro_vaeflow.run import evaluate
+from pyro_vaeflow.rundir import RunDir
 from pyro_vaeflow.training import fit
 
 from baselines import add_arguments, bench_preset, cell, ensure_runs, model_of, reported_table

@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 
 from pyro_vaeflow import __version__
+from pyro_vaeflow.files import atomic_write
 from pyro_vaeflow.presets import PRESETS, Preset, get_preset, override
 from pyro_vaeflow.rundir import RunDir
 
@@ -70,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--val-images", type=int, help="hold out the last N of them for validation curves"
     )
-    train.add_argument("--time-budget", type=float, help="seconds for both phases")
+    train.add_argument("--time-budget", type=float, help="seconds for all the phases")
     train.add_argument("--evaluate", action="store_true", help="evaluate and draw figures after")
     _add_evaluation(train)
     evaluate = commands.add_parser("evaluate", help="test bits/dim (ELBO and IS), FID, figures")
@@ -176,8 +177,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
             images = vae.sample(args.n, **options)
             out = args.out or run.sample_grid_path
-            out.parent.mkdir(parents=True, exist_ok=True)
-            save_image(image_grid(images), out)
+            grid = image_grid(images)
+            atomic_write(out, lambda stream: save_image(grid, stream, format="png"))
             print(f"{args.n} samples at T={args.temperature}: {out}")
     except (ValueError, FileNotFoundError, FileExistsError) as error:
         print(f"pyro-vaeflow {args.command}: error: {error}", file=sys.stderr)

@@ -136,15 +136,22 @@ def _legacy_epochs(
     architecture: str, vae_epochs: int = 10, glow_epochs: int = 10, joint: bool = False
 ) -> dict[str, int]:
     """The ``epochs`` of a preset written with the old fields: the first two phases of the
-    architecture's default schedule (one ``"joint"`` phase of both when ``joint``)."""
-    if joint:
+    architecture's default schedule (one ``"joint"`` phase of both when ``joint``, for an
+    architecture that has one; others ignored ``joint``)."""
+    model_class = _model_class(architecture)
+    if joint and "joint" in model_class.phases:
         return {"joint": vae_epochs + glow_epochs}
+    return dict(zip(model_class.default_schedule, (vae_epochs, glow_epochs), strict=False))
+
+
+def _model_class(architecture: str):
+    """The model class of ``architecture``, whose ``phases`` and ``default_schedule`` say how
+    it trains."""
     from pyro_vaeflow.models import ARCHITECTURES
 
     if architecture not in ARCHITECTURES:
         raise ValueError(f"unknown architecture {architecture!r}")
-    schedule = ARCHITECTURES[architecture].default_schedule
-    return dict(zip(schedule, (vae_epochs, glow_epochs), strict=False))
+    return ARCHITECTURES[architecture]
 
 
 _CPU_MODEL = {
@@ -332,5 +339,12 @@ def override(preset: Preset, **overrides) -> Preset:
                 stacklevel=2,
             )
     if overrides.pop("joint", False):
-        epochs = {"joint": sum(epochs.values())}
+        architecture = overrides.get("architecture", preset.architecture)
+        if "joint" in _model_class(architecture).phases:
+            epochs = {"joint": sum(epochs.values())}
+        else:
+            warnings.warn(
+                f"joint=True is ignored: a {architecture!r} model has no joint phase",
+                stacklevel=2,
+            )
     return replace(preset, epochs=epochs, **overrides)

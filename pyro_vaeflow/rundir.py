@@ -62,8 +62,11 @@ class MetricsLog:
         if self.path is None:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path, "a") as log:
-            log.write(json.dumps(row) + "\n")
+        with open(self.path, "a+b") as log:
+            log.seek(0, os.SEEK_END)
+            if log.tell() and not self._line_ends(log):  # a line cut short by a stop
+                log.write(b"\n")
+            log.write(json.dumps(row).encode() + b"\n")
         writer = self._summary_writer()
         if writer is None:
             return
@@ -73,6 +76,13 @@ class MetricsLog:
         for key in self._EPOCH_SCALARS:
             if row.get(key) is not None:
                 writer.add_scalar(f"{row['phase']}/{key}", row[key], row["epoch"])
+        writer.flush()  # an epoch's scalars survive a kill
+
+    @staticmethod
+    def _line_ends(log) -> bool:
+        """Whether the file open in ``log`` (at its end) ends with a newline."""
+        log.seek(-1, os.SEEK_END)
+        return log.read(1) == b"\n"
 
     def _summary_writer(self):
         if self._writer is None and self.tensorboard is not None:

@@ -45,6 +45,16 @@ def _glow() -> Glow:
     return perturb(model, scale=0.05)
 
 
+def _vlae(**overrides) -> Callable[[], VLAE]:
+    # Perturbed, so that the prior's flow is not the identity (its last layers start at 0).
+    options = {**TINY_MODELS["vlae-binary-cpu"], **overrides}
+    return lambda: perturb(VLAE((1, 28, 28), **options), scale=0.05)
+
+
+def _agave(**overrides) -> Callable[[], AGAVE]:
+    return lambda: AGAVE((1, 28, 28), **{**TINY_MODELS["agave-cpu"], **overrides})
+
+
 CASES = [
     ModelCase("vaeflow", _vaeflow()),
     ModelCase(
@@ -56,21 +66,16 @@ CASES = [
     ModelCase("vaeflow-without-glow", _vaeflow(glow_depth=0)),
     ModelCase("two-stage", lambda: TwoStageVAE((1, 28, 28), **TINY_TWO_STAGE)),
     ModelCase("glow", _glow),
-    ModelCase(
-        "vlae-bernoulli",
-        lambda: VLAE((1, 28, 28), **TINY_MODELS["vlae-binary-cpu"]),
-        binary_images,
-        samples_on_levels=True,
-    ),
+    ModelCase("vlae-bernoulli", _vlae(), binary_images, samples_on_levels=True),
     ModelCase(
         "vlae-logistic-free-bits",
-        lambda: VLAE(
-            (1, 28, 28),
-            **{**TINY_MODELS["vlae-binary-cpu"], "likelihood": "logistic", "free_bits": 0.1},
-        ),
+        _vlae(likelihood="logistic", free_bits=0.1, prior_affine=True),
         samples_on_levels=True,
     ),
+    ModelCase("agave", _agave(), samples_on_levels=True),
     ModelCase(
-        "agave", lambda: AGAVE((1, 28, 28), **TINY_MODELS["agave-cpu"]), samples_on_levels=True
+        "agave-downsampled-aux",
+        _agave(aux_downsample=2, aux_levels=16, kl_weight=3.0),
+        samples_on_levels=True,
     ),
 ]

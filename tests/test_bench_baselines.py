@@ -7,7 +7,8 @@ import json
 import pytest
 
 from pyro_vaeflow.presets import override
-from pyro_vaeflow.run import RunDir, train
+from pyro_vaeflow.run import train
+from pyro_vaeflow.rundir import RunDir
 from tests.test_benchmarks import BENCHMARKS, load_script
 
 

@@ -148,3 +148,26 @@ def test_the_run_layer_trains_evaluates_and_reports_it(registered, tmp_path):
     assert "| phase scale: epochs, minutes | 1," in table
     figures = make_figures(model, history, tmp_path)
     assert sorted(path.stem for path in figures) == ["samples", "training_curves"]
+
+
+def test_subclasses_and_mixins_record_their_config_and_star_args_are_refused(tmp_path):
+    class Logged:
+        def __init__(self, image_shape, **options) -> None:
+            super().__init__(image_shape, **options)
+            self.built = True
+
+    class Mixed(Logged, MeanThenScale):
+        architecture = "test-mixed"
+
+    class Wider(MeanThenScale):
+        architecture = "test-wider"
+
+    assert Mixed((1, 28, 28), hidden=8).config == {"image_shape": (1, 28, 28), "hidden": 8}
+    wider = Wider((1, 28, 28), 3)
+    assert wider.config == {"image_shape": (1, 28, 28), "latent_dim": 3, "hidden": 16}
+    assert Wider.load(wider.save(tmp_path / "wider.pt")).latent_dim == 3
+    with pytest.raises(TypeError, match=r"takes \*args"):
+
+        class Anything(MeanThenScale):
+            def __init__(self, *args) -> None:
+                super().__init__(*args)

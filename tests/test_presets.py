@@ -106,6 +106,14 @@ def test_a_config_written_before_epochs_per_phase_still_reads(architecture, lega
     assert Preset.from_dict(data).epochs == epochs
 
 
+def test_joint_is_ignored_with_a_warning_by_a_model_without_a_joint_phase():
+    with pytest.warns(UserWarning, match="no joint phase"):
+        assert get_preset("glow-cpu", joint=True).epochs == {"all": 10}
+    legacy = {**PRESETS["glow-cpu"].to_dict(), "vae_epochs": 3, "glow_epochs": 0, "joint": True}
+    del legacy["epochs"]
+    assert Preset.from_dict(legacy).epochs == {"all": 3}
+
+
 def test_bad_presets_are_refused():
     with pytest.raises(ValueError, match="epochs must map"):
         override(PRESETS["cpu"], epochs={})

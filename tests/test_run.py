@@ -117,7 +117,7 @@ def test_fid_records_a_temperature_only_where_the_samples_use_one(name, glow_ena
     else:
         preset = get_preset(name)
         model = build_model(preset.architecture, preset.image_shape, **TINY_MODELS[name])
-    assert model.samples_at_temperature() is expected
+    assert model.fid_samplers(2, 0.5)["fid"].uses_temperature is expected
 
 
 @pytest.mark.parametrize(
@@ -204,6 +204,10 @@ def test_an_unreadable_metrics_file_is_replaced(content, tmp_path):
 
 
 def test_the_summary_table_labels_the_models_own_metrics():
+    labels = {
+        "test_elbo_bpd_without_glow": "test ELBO without the Glow layer (bits/dim)",
+        "fid": "FID of Glow samples",
+    }
     metrics = {
         "test_elbo_bpd": 4.5,
         "test_elbo_bpd_without_glow": 5.0,
@@ -213,10 +217,7 @@ def test_the_summary_table_labels_the_models_own_metrics():
         "fid": 100.0,
         "fid_samples": 8,
         "fid_temperature": 0.5,
-        "labels": {
-            "test_elbo_bpd_without_glow": "test ELBO without the Glow layer (bits/dim)",
-            "fid": "FID of Glow samples",
-        },
+        "labels": labels,
         "evaluation_seconds": 120.0,
     }
     history = [{"phase": "vae", "seconds": 60.0}, {"phase": "glow", "seconds": 30.0}] * 2
@@ -229,6 +230,16 @@ def test_the_summary_table_labels_the_models_own_metrics():
         "| phase glow: epochs, minutes | 2, 1.0 |",
         "| evaluation minutes | 2.0 |",
     ]
+    del metrics["labels"]  # as an evaluation of an earlier version wrote it
+    assert summary_table(metrics, history) == summary_table({**metrics, "labels": labels}, history)
+
+
+def test_the_summary_of_an_earlier_evaluation_keeps_its_rows():
+    metrics = {"test_elbo_bpd_without_glow": 5.0, "fid": 100.0, "fid_vae_mean": 110.0}
+    table = summary_table({**metrics, "fid_samples": 8})
+    assert "| test ELBO without the Glow layer (bits/dim) | 5.000 |" in table
+    assert "| FID of Glow samples (8 samples) | 100.00 |" in table
+    assert "| FID of the VAE means (8 samples) | 110.00 |" in table
 
 
 def test_the_evaluation_records_the_labels_of_the_models_metrics(tmp_path):

@@ -247,3 +247,22 @@ def test_several_particles_train_and_change_the_estimate():
 def test_registering_an_unknown_part_is_refused():
     with pytest.raises(AttributeError, match="no part 'decoderr'"):
         tiny_vae()._register("decoderr")
+
+
+def test_a_model_that_registers_nothing_is_a_clear_error():
+    class Unregistered(torch.nn.Module):
+        num_dims = 784
+
+        def __init__(self):
+            super().__init__()
+            self.mean = torch.nn.Parameter(torch.zeros(1, 28, 28))
+
+        def model(self, x):  # forgets pyro.module, so SVI would train nothing
+            with pyro.plate("data", len(x)):
+                pyro.sample("x", pyro.distributions.Normal(self.mean, 1.0).to_event(3), obs=x)
+
+        def guide(self, x):
+            pass
+
+    with pytest.raises(ValueError, match="nothing to train"):
+        fit(Unregistered(), fashion_pixels(8), epochs=1, batch_size=8, progress=False)

@@ -3,9 +3,13 @@ stopping, time budget, phase checkpoint and the loss logged every few steps."""
 
 from __future__ import annotations
 
+import copy
+import io
 import json
 import math
 
+import pyro
+import pyro.distributions as dist
 import pytest
 import torch
 
@@ -33,12 +37,42 @@ from tests.helpers import fashion_pixels, tiny_vae
         ({"n_bits": 9}, "n_bits"),
         ({"num_particles": 0}, "num_particles"),
         ({"log_every": 0}, "log_every"),
-        ({"patience": 0}, "patience"),
+        ({"patience": -1}, "patience"),
+        ({"time_budget": math.nan}, "time_budget"),
     ],
 )
 def test_bad_options_are_refused_by_name(options, message):
     with pytest.raises(ValueError, match=message):
         FitConfig(**options)
+
+
+def test_the_limits_of_earlier_versions_are_accepted():
+    config = FitConfig(time_budget=math.inf, lr_halve_every=0, patience=0)
+    assert LearningRateSchedule(1.0, config.lr_halve_every).epoch_rate(9) == 1.0
+    assert TimeBudget(config.time_budget).allows_epoch([{"seconds": 1e9}])
+
+
+def test_the_bit_depth_is_the_models_unless_given():
+    class Binary(torch.nn.Module):  # a model of 1-bit pixels, observed through Normal noise
+        n_bits, num_dims = 1, 4
+
+        def __init__(self):
+            super().__init__()
+            self.loc = torch.nn.Linear(1, 1)
+
+        def model(self, x):
+            pyro.module("loc", self.loc)
+            with pyro.plate("data", len(x)):
+                loc = self.loc(torch.ones(len(x), 1)).expand(len(x), 4).reshape(x.shape)
+                pyro.sample("x", dist.Normal(loc, 1.0).to_event(3), obs=x)
+
+        def guide(self, x):
+            pass
+
+    data, model = torch.zeros(8, 1, 2, 2), Binary()
+    (one,) = fit(copy.deepcopy(model), data, epochs=1, batch_size=8, progress=False)
+    (eight,) = fit(model, data, epochs=1, batch_size=8, n_bits=8, progress=False)
+    assert eight["train_bpd"] - one["train_bpd"] == pytest.approx(7.0)
 
 
 def test_an_unknown_option_lists_the_known_ones():
@@ -93,6 +127,10 @@ def test_the_time_budget_refuses_an_epoch_that_would_overrun():
 def test_a_phase_checkpoint_restores_model_optimiser_generators_and_stopping():
     model, shuffle = torch.nn.Linear(2, 1), torch.Generator().manual_seed(3)
     optim, stopping = MultiTensorAdam(lr=0.1), EarlyStopping(patience=3)
+    with pyro.get_param_store().scope():  # one step, so that Adam has a state to keep
+        pyro.module("linear", model)
+        model(torch.ones(2)).sum().backward()
+        optim(set(model.parameters()))
     stopping.update(2.0, model)
     torch.manual_seed(7)
     saved = PhaseCheckpoint.capture(model, optim, shuffle, stopping, [{"epoch": 1}], 1, False)
@@ -102,11 +140,21 @@ def test_a_phase_checkpoint_restores_model_optimiser_generators_and_stopping():
     assert payload["history"] == [{"epoch": 1}]
 
     other, other_shuffle = torch.nn.Linear(2, 1), torch.Generator().manual_seed(0)
-    other_stopping = EarlyStopping(patience=3)
-    PhaseCheckpoint.from_payload(saved.to_payload()).restore(
-        other, MultiTensorAdam(lr=0.1), other_shuffle, other_stopping
+    other_optim, other_stopping = MultiTensorAdam(lr=0.1), EarlyStopping(patience=3)
+    stream = io.BytesIO()  # through a file's bytes, as a resume reads it
+    torch.save(saved.to_payload(), stream)
+    stream.seek(0)
+    PhaseCheckpoint.from_payload(torch.load(stream, weights_only=True)).restore(
+        other, other_optim, other_shuffle, other_stopping
     )
     assert torch.equal(other.weight, model.weight)
+    for each, each_optim in ((model, optim), (other, other_optim)):  # Adam's second step
+        with pyro.get_param_store().scope():
+            pyro.module("linear", each)
+            each.zero_grad()
+            each(torch.ones(2)).sum().backward()
+            each_optim(set(each.parameters()))
+    assert torch.equal(other.weight, model.weight)  # a fresh Adam would step differently
     assert torch.equal(torch.rand(3), expected[0])
     assert torch.equal(torch.rand(3, generator=other_shuffle), expected[1])
     assert other_stopping.best_bpd == 2.0

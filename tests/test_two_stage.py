@@ -13,6 +13,7 @@ from pyro import poutine
 from pyro_vaeflow.checkpoint import save_checkpoint
 from pyro_vaeflow.infer import elbo, log_likelihood
 from pyro_vaeflow.models import TwoStageVAE, VAEFlow, load_model
+from pyro_vaeflow.rundir import RunDir
 from pyro_vaeflow.training import fit
 from tests.helpers import changed, fashion_images, fashion_pixels, snapshot
 
@@ -140,3 +141,18 @@ def test_a_file_of_the_layout_before_composition_loads(tmp_path):
 def test_options_of_the_paper_model_are_refused(option):
     with pytest.raises(ValueError, match=option):
         TwoStageVAE((1, 28, 28), 4, **{option: 0})
+
+
+def test_a_checkpoint_of_the_layout_before_composition_resumes(tmp_path):
+    two, pixels = tiny_two_stage(), fashion_pixels(32)
+    fit(two, pixels, "second", epochs=1, batch_size=16, run_dir=tmp_path, progress=False)
+    run = RunDir(tmp_path)
+    payload = run.load_checkpoint("second")
+    payload["model"] = {key.removeprefix("first_stage."): v for key, v in payload["model"].items()}
+    run.save_checkpoint("second", payload)
+    resumed = tiny_two_stage()
+    history = fit(resumed, pixels, "second", 2, 16, run_dir=tmp_path, resume=True, progress=False)
+    assert [row["epoch"] for row in history] == [1, 2]
+    assert torch.equal(
+        resumed.first_stage.encoder.net[0].weight, two.first_stage.encoder.net[0].weight
+    )

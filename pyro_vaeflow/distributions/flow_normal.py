@@ -11,6 +11,8 @@ from torch import Tensor
 from torch.distributions import Transform, constraints
 from torch.distributions.utils import _sum_rightmost, broadcast_all
 
+from pyro_vaeflow.validation import check_number
+
 __all__ = ["FlowDecoder", "FlowNormal", "FlowPrior"]
 
 
@@ -57,10 +59,7 @@ class FlowNormal(TorchDistribution):
                 f"{type(self).__name__} needs a flow on at most {event_dim} event dimensions, "
                 f"got one on {flow.domain.event_dim}"
             )
-        if not (isinstance(temperature, (int, float)) and math.isfinite(temperature)) or (
-            temperature < 0
-        ):
-            raise ValueError(f"temperature must be a finite number >= 0, got {temperature!r}")
+        check_number("temperature", temperature, low=0.0)
         self.loc, self.scale = broadcast_all(loc, scale)
         if self.loc.dim() < event_dim:
             raise ValueError(

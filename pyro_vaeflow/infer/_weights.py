@@ -25,6 +25,8 @@ from pyro.poutine.trace_struct import Trace
 from pyro.poutine.util import site_is_subsample
 from torch import Tensor
 
+from pyro_vaeflow.validation import check_int
+
 __all__ = ["DataPlate", "check_num_samples", "inspect_model", "log_weights"]
 
 PARTICLE_PLATE = "_particles"
@@ -42,9 +44,7 @@ class DataPlate:
 
 def check_num_samples(value: int, name: str) -> int:
     """Returns ``value`` if it is an integer ≥ 1, else raises a ``ValueError`` naming it."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-    return value
+    return check_int(name, value)
 
 
 def _sample_sites(trace: Trace) -> dict[str, dict]:

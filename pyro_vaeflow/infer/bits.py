@@ -6,6 +6,8 @@ import math
 
 from torch import Tensor
 
+from pyro_vaeflow.validation import check_int
+
 __all__ = ["bits_per_dim"]
 
 
@@ -33,7 +35,6 @@ def bits_per_dim(log_px: Tensor | float, num_dims: int, n_bits: int = 8) -> Tens
         >>> bits_per_dim(torch.tensor([0.0, 3 * 32 * 32 * 8 * 0.6931471805599453]), 3 * 32 * 32)
         tensor([8., 0.])
     """
-    for name, value, low in (("num_dims", num_dims, 1), ("n_bits", n_bits, 1)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+    check_int("num_dims", num_dims)
+    check_int("n_bits", n_bits)
     return n_bits - log_px / (num_dims * math.log(2))

@@ -77,10 +77,13 @@ class Sampler:
     Attributes:
         label: what the samples are, for the summary table (e.g. ``"FID of Glow samples"``).
         draw: the function.
+        uses_temperature: whether the samples depend on the sampling temperature (then the
+            evaluation records it beside the FID).
     """
 
     label: str
     draw: Callable[[int], Tensor]
+    uses_temperature: bool = False
 
 
 @dataclass(frozen=True)
@@ -138,14 +141,20 @@ def sample_options(model: nn.Module, **options) -> dict:
     return {name: value for name, value in options.items() if name in accepted}
 
 
-def _recording_config(init: Callable) -> Callable:
-    """Wrap a model's ``__init__`` so that the outermost call records its arguments."""
+def _recording_config(cls: type, init: Callable) -> Callable:
+    """Wrap the constructor of ``cls`` so that it records its arguments as ``config`` when
+    ``cls`` is the class being built (not a base whose constructor a subclass calls)."""
     signature = inspect.signature(init)
+    if any(p.kind is inspect.Parameter.VAR_POSITIONAL for p in signature.parameters.values()):
+        raise TypeError(
+            f"{cls.__name__}.__init__ takes *args, so its arguments cannot be recorded as a "
+            "config to rebuild it from: name them, or take **kwargs"
+        )
 
     @functools.wraps(init)
     def recording_init(self, *args, **kwargs) -> None:
         init(self, *args, **kwargs)
-        if type(self).__init__ is recording_init:  # the concrete class's own constructor
+        if type(self) is cls:
             bound = signature.bind(self, *args, **kwargs)
             bound.apply_defaults()
             self.config = {"image_shape": self.image_shape, **_plain_config(bound, signature)}
@@ -174,9 +183,10 @@ class ImageModel(nn.Module):
 
     A subclass calls ``super().__init__(image_shape)`` (which validates it), sets its class
     attribute ``architecture`` (its name in :data:`~pyro_vaeflow.models.ARCHITECTURES`) and
-    defines ``model`` and ``guide``. Its constructor's arguments are recorded as
-    :attr:`config` when the constructor returns, so that :meth:`load` can rebuild it; the
-    subclass writes nothing for that.
+    defines ``model`` and ``guide``. Its trainable parts are child modules, which phases
+    freeze or train and which :meth:`_register` registers with Pyro. Its constructor's
+    arguments are recorded as :attr:`config` when the constructor returns, so that
+    :meth:`load` can rebuild it; the subclass writes nothing for that.
 
     The class attributes :attr:`phases` and :attr:`default_schedule` declare how it trains
     (by default one phase, ``"all"``, that trains every part); :attr:`n_bits`,
@@ -188,13 +198,14 @@ class ImageModel(nn.Module):
         ...     architecture = "pixels"
         ...     def __init__(self, image_shape, scale=0.1):
         ...         super().__init__(image_shape)
-        ...         self.mean = torch.nn.Parameter(torch.zeros(self.image_shape))
+        ...         self.mean = torch.nn.Conv2d(self.image_shape[0], self.image_shape[0], 1)
         ...         self.scale = scale
         ...     def model(self, x):
         ...         self.check_images(x)
-        ...         self._register()
+        ...         self._register()  # the trainable parts are child modules
         ...         with pyro.plate("data", x.shape[0]):
-        ...             pyro.sample("x", dist.Normal(self.mean, self.scale).to_event(3), obs=x)
+        ...             loc = self.mean(torch.zeros_like(x))
+        ...             pyro.sample("x", dist.Normal(loc, self.scale).to_event(3), obs=x)
         ...     def guide(self, x):
         ...         pass
         >>> Pixels((1, 4, 4)).config
@@ -215,8 +226,7 @@ class ImageModel(nn.Module):
 
     def __init_subclass__(cls, **kwargs) -> None:
         super().__init_subclass__(**kwargs)
-        if "__init__" in cls.__dict__:
-            cls.__init__ = _recording_config(cls.__init__)
+        cls.__init__ = _recording_config(cls, cls.__init__)  # its own, or the one it inherits
 
     def __init__(self, image_shape) -> None:
         super().__init__()
@@ -260,11 +270,11 @@ class ImageModel(nn.Module):
         number of samples each will be asked for in all.
         """
         options = sample_options(self, temperature=temperature, progress=False)
-        return {"fid": Sampler("FID of samples", lambda count: self.sample(count, **options))}
 
-    def samples_at_temperature(self) -> bool:
-        """Whether the ``"fid"`` samples depend on the temperature (then it is reported)."""
-        return "temperature" in sample_options(self, temperature=1.0)
+        def draw(count: int) -> Tensor:
+            return self.sample(count, **options)
+
+        return {"fid": Sampler("FID of samples", draw, "temperature" in options)}
 
     def figures(self) -> dict[str, str]:
         """The figures of a run: file name → a figure of ``pyro_vaeflow.plotting.FIGURES``."""

@@ -16,8 +16,8 @@ class PixelCNNVAE(LatentVariableModel):
     pixel levels through a PixelCNN: the levels of its float input, the PixelCNN's input
     scale, and the switch between the training objective and the true model.
 
-    A subclass sets ``n_bits`` (the bit depth of the observed pixels: pass it to
-    ``bits_per_dim`` and ``fit``).
+    A subclass sets ``n_bits``, the bit depth of the observed pixels (``fit`` and the run
+    layer read it; pass it to ``bits_per_dim``).
     """
 
     @property

@@ -9,6 +9,7 @@ import torch
 from pyro_vaeflow.checkpoint import CheckpointError, load_checkpoint
 from pyro_vaeflow.models.agave import AGAVE
 from pyro_vaeflow.models.base import ImageModel
+from pyro_vaeflow.models.base import sample_options as sample_options  # its former home
 from pyro_vaeflow.models.glow import Glow
 from pyro_vaeflow.models.two_stage import TwoStageVAE
 from pyro_vaeflow.models.vaeflow import VAEFlow

@@ -236,10 +236,6 @@ class TwoStageVAE(ImageModel):
 
         return {"fid": Sampler("FID of samples (decoder means)", draw)}
 
-    def samples_at_temperature(self) -> bool:
-        """The decoder means do not depend on a temperature."""
-        return False
-
     def figures(self) -> dict[str, str]:
         """Samples at three temperatures of the first stage's noise, and an interpolation."""
         return {"samples": "samples", "interpolation": "interpolation"}

@@ -243,9 +243,6 @@ class VAEFlow(LatentVariableModel):
 
     # -- evaluation declarations -----------------------------------------------------------------
 
-    def _glow_on(self) -> bool:
-        return self.glow is not None and self.glow_enabled
-
     def fid_samplers(self, n: int, temperature: float, main_only: bool = False) -> dict:
         """``n`` latents are drawn once: ``"fid"`` scores the Glow samples at ``temperature``
         and ``"fid_vae_mean"`` the decoder means of the same latents, to measure what the Glow
@@ -261,19 +258,16 @@ class VAEFlow(LatentVariableModel):
         means = Sampler(
             "FID of the VAE means", lambda count: self.decoder_mean(latents("fid_vae_mean", count))
         )
-        if not self._glow_on():
+        if self.glow is None or not self.glow_enabled:
             return {"fid": means}
         samplers = {
             "fid": Sampler(
                 "FID of Glow samples",
                 lambda count: self.decode(latents("fid", count), temperature),
+                uses_temperature=True,
             )
         }
         return samplers if main_only else {**samplers, "fid_vae_mean": means}
-
-    def samples_at_temperature(self) -> bool:
-        """The Glow samples depend on the temperature; the decoder means do not."""
-        return self._glow_on()
 
     def figures(self) -> dict[str, str]:
         """Samples at three Glow temperatures, the sharpening figure (with a Glow layer) and a

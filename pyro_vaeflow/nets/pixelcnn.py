@@ -33,9 +33,11 @@ _MASK_TYPES = ("A", "B")
 
 def _pair(kernel_size: int | Sequence[int]) -> tuple[int, int]:
     size = (kernel_size, kernel_size) if isinstance(kernel_size, int) else tuple(kernel_size)
-    if len(size) != 2 or any(
-        isinstance(k, bool) or not isinstance(k, int) or k < 1 or k % 2 == 0 for k in size
-    ):
+    try:
+        odd = len(size) == 2 and all(check_int("kernel_size", k) % 2 == 1 for k in size)
+    except ValueError:
+        odd = False
+    if not odd:
         raise ValueError(f"kernel_size must be odd and >= 1 (or a pair of them), got {kernel_size}")
     return size
 
@@ -187,8 +189,7 @@ class PixelCNN(nn.Module):
             ("cond_channels", cond_channels, 0),
         ):
             check_int(name, value, low)
-        if isinstance(kernel_size, bool) or not isinstance(kernel_size, int):
-            raise ValueError(f"kernel_size must be an odd integer, got {kernel_size!r}")
+        check_int("kernel_size", kernel_size)
         _pair(kernel_size)
         channel_groups(hidden_channels, image_channels)
         self.image_channels, self.params = image_channels, params

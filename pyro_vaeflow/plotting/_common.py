@@ -11,6 +11,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from torch import Tensor, nn
 
+from pyro_vaeflow.validation import check_int
+
 
 def new_figure(width: float, height: float) -> Figure:
     """A figure on an Agg canvas, with constrained layout, outside ``pyplot``."""
@@ -43,8 +45,7 @@ def format_temperature(value: float) -> str:
 @contextmanager
 def sampling(vae: nn.Module, seed: int) -> Iterator[None]:
     """Eval mode, no gradients and a forked, seeded RNG; all restored on exit."""
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise ValueError(f"seed must be an integer, got {seed!r}")
+    check_int("seed", seed, low=0)
     if not isinstance(vae, nn.Module):
         raise TypeError(f"vae must be a VAEFlow (an nn.Module), got {type(vae).__name__}")
     device = next(vae.parameters()).device

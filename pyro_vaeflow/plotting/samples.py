@@ -25,7 +25,7 @@ from pyro_vaeflow.plotting._common import (
     show_grid,
 )
 from pyro_vaeflow.plotting.utils import image_grid
-from pyro_vaeflow.validation import check_int, check_number
+from pyro_vaeflow.validation import check_choice, check_int, check_number
 
 if TYPE_CHECKING:
     from pyro_vaeflow.models import VAEFlow
@@ -236,8 +236,7 @@ def plot_interpolation(
     """
     check_int("n_rows", n_rows)
     check_int("steps", steps, low=2)
-    if method not in _METHODS:
-        raise ValueError(f"method must be one of {_METHODS}, got {method!r}")
+    check_choice("method", method, _METHODS)
     temperature = check_number("temperature", temperature, low=0.0)
     prior_temperature = check_number("prior_temperature", prior_temperature, low=0.0)
     with sampling(vae, seed):
@@ -295,8 +294,7 @@ def interpolate(start: Tensor, end: Tensor, steps: int, method: str = "linear") 
         tensor([0.5000, 0.5000])
     """
     check_int("steps", steps, low=2)
-    if method not in _METHODS:
-        raise ValueError(f"method must be one of {_METHODS}, got {method!r}")
+    check_choice("method", method, _METHODS)
     if start.shape != end.shape:
         raise ValueError(f"start and end differ in shape: {tuple(start.shape)}, {tuple(end.shape)}")
     t = torch.linspace(0.0, 1.0, steps, dtype=start.dtype, device=start.device)

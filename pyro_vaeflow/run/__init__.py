@@ -6,7 +6,6 @@ after phase (:func:`train`), evaluate it (:func:`evaluate`, :func:`fid_scores`) 
 from pyro_vaeflow.run.evaluation import evaluate, fid_scores
 from pyro_vaeflow.run.report import make_figures, summary_table
 from pyro_vaeflow.run.training import schedule, train
-from pyro_vaeflow.rundir import RunDir as RunDir  # where a run lives, for convenience
 
 __all__ = [
     "evaluate",

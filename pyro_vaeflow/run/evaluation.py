@@ -127,10 +127,10 @@ def fid_scores(
     )
     torch.manual_seed(seed)
     metrics: dict = {"fid_samples": n}
-    if model.samples_at_temperature():
-        metrics["fid_temperature"] = preset.temperature
     with _evaluating(model):
         samplers = model.fid_samplers(n, preset.temperature, main_only=not vae_means)
+        if samplers["fid"].uses_temperature:
+            metrics["fid_temperature"] = preset.temperature
         for name, sampler in samplers.items():
 
             def eight_bit(count, draw=sampler.draw):

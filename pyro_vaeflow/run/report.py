@@ -21,9 +21,9 @@ def make_figures(
     panel), ``sharpening.png`` (the VAE mean next to Glow samples from the same :math:`z`, the
     paper's Fig. 4; only with a Glow layer) and ``interpolation.png`` (Fig. 5); for the other
     models, ``samples.png`` is a grid of their samples. Every run gets
-    ``training_curves.png``: the training loss logged every few steps (smoothed), each epoch's
-    validation bits/dim and the phase boundaries (from the run's ``metrics.jsonl``; ``history``
-    gives the epochs when the run directory holds no log).
+    ``training_curves.png``: the training loss logged every few steps (smoothed, from the run's
+    ``metrics.jsonl``), each epoch's validation bits/dim and the phase boundaries (the epochs of
+    ``history``, or of the run's log when it is empty).
     """
     from pyro_vaeflow import plotting
 
@@ -32,10 +32,17 @@ def make_figures(
         name: plotting.FIGURES[figure](model, seed=seed) for name, figure in model.figures().items()
     }
     figures["training_curves"] = plotting.plot_training_curves(
-        run.history() or history, steps=run.steps()
+        history or run.history(), steps=run.steps()
     )
     return [plotting.save_figure(figure, run.figure_path(name)) for name, figure in figures.items()]
 
+
+_EARLIER_LABELS = {
+    "test_elbo_bpd_without_glow": "test ELBO without the Glow layer (bits/dim)",
+    "fid": "FID of Glow samples",
+    "fid_vae_mean": "FID of the VAE means",
+}
+"""The labels of an evaluation written before evaluations recorded their own (``labels``)."""
 
 _ROWS = (
     ("test_elbo_bpd", "test ELBO (bits/dim, lower is better)", "{:.3f}"),
@@ -49,8 +56,9 @@ def summary_table(metrics: dict, history: list[dict] | None = None) -> str:
     """A Markdown table of the metrics, and the training time of each phase in ``history``.
 
     The model's own metrics (its ELBO variants and FID samplers) are labelled as its
-    evaluation recorded them (``metrics["labels"]``), after the test ELBO and after the
-    importance-sampled bits/dim respectively.
+    evaluation recorded them (``metrics["labels"]``; an evaluation of an earlier version gets
+    the labels of then), after the test ELBO and after the importance-sampled bits/dim
+    respectively.
 
     Example:
         >>> print(summary_table({"test_elbo_bpd": 4.5}, [{"phase": "all", "seconds": 90.0}]))
@@ -59,7 +67,7 @@ def summary_table(metrics: dict, history: list[dict] | None = None) -> str:
         | test ELBO (bits/dim, lower is better) | 4.500 |
         | phase all: epochs, minutes | 1, 1.5 |
     """
-    labels = metrics.get("labels", {})
+    labels = {**_EARLIER_LABELS, **metrics.get("labels", {})}
     lines = ["| metric | value |", "|---|---|"]
 
     def row(key: str, label: str, form: str = "{:.3f}") -> None:
@@ -69,9 +77,9 @@ def summary_table(metrics: dict, history: list[dict] | None = None) -> str:
     for key, label, form in _ROWS:
         row(key, label, form)
         if key == "test_elbo_bpd":
-            for variant in (k for k in labels if k.startswith("test_elbo_bpd_")):
-                row(variant, labels[variant])
-    for name in (k for k in labels if k.startswith("fid")):
+            for variant in (k for k in metrics if k.startswith("test_elbo_bpd_")):
+                row(variant, labels.get(variant, variant))
+    for name in (k for k in metrics if k.startswith("fid") and k in labels):
         row(name, labels[name], "{:.2f}")
     phases = list(dict.fromkeys(row["phase"] for row in history or []))
     for phase in phases:

@@ -116,7 +116,6 @@ def train(
         The trained model and the history of all phases.
     """
     run = RunDir(run_dir)
-    _prepare(run, preset, resume)
     pixels = load_images(preset.dataset, "train", data_dir)
     if tuple(pixels.shape[1:]) != preset.image_shape:
         raise ValueError(
@@ -134,15 +133,15 @@ def train(
         lr_halve_every=preset.lr_halve_every,
         warmup_steps=preset.warmup_steps,
         clip_norm=preset.clip_norm,
-        n_bits=model.n_bits,
         seed=seed,
         progress=progress,
     )
-    phases = schedule(preset, model)
+    phases = schedule(preset, model)  # the preset is checked before the run directory is used
+    _prepare(run, preset, resume)
     history: list[dict] = []
     for index, (name, epochs) in enumerate(phases):
         if resume and any(run.has_checkpoint(later) for later, _ in phases[index + 1 :]):
-            history += run.load_checkpoint(name)["history"]  # its weights are in a later one
+            history += _finished(run, name)["history"]  # its weights are in a later one
             continue
         budget = _phase_budget(preset, run, phases, index, history, resume)
         phase_config = config.replace(epochs=epochs, time_budget=budget)
@@ -151,6 +150,17 @@ def train(
         )
     model.save(run.model_path)
     return model, history
+
+
+def _finished(run: RunDir, phase: str) -> dict:
+    """The checkpoint of a phase that a later phase of the run has followed."""
+    if not run.has_checkpoint(phase):
+        raise ValueError(
+            f"{run.path} holds a checkpoint of a later phase but none of phase {phase!r}, so "
+            f"it cannot be resumed (a checkpoint of that phase written under another name by "
+            f"an older version can be renamed to {run.checkpoint_path(phase).name})"
+        )
+    return run.load_checkpoint(phase)
 
 
 def _split(pixels: torch.Tensor, preset: Preset, seed: int):

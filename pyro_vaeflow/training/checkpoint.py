@@ -87,12 +87,17 @@ class PhaseCheckpoint:
         shuffle: torch.Generator,
         stopping: EarlyStopping,
     ) -> None:
-        """Put the saved state back into the live objects."""
-        model.load_state_dict(self.model)
+        """Put the saved state back into the live objects (weights saved in an older layout
+        are upgraded by the model class's ``upgrade_state_dict``)."""
+        upgrade = getattr(type(model), "upgrade_state_dict", lambda state: state)
+        model.load_state_dict(upgrade(self.model))
         optim.set_state(self.optimizer)
         set_rng_state(self.rng, next(model.parameters()).device)
         shuffle.set_state(self.rng["shuffle"])
-        stopping.load_state_dict(self.best)
+        best = dict(self.best)
+        if best["weights"] is not None:
+            best["weights"] = upgrade(best["weights"])
+        stopping.load_state_dict(best)
 
     def to_payload(self) -> dict:
         """The plain data of a checkpoint file."""

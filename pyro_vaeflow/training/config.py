@@ -3,6 +3,7 @@ r"""The options of one training phase, as one typed object."""
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 
 from pyro_vaeflow.validation import check_int, check_number
@@ -18,7 +19,8 @@ class FitConfig:
         epochs: the total number of epochs of the phase (including resumed ones).
         batch_size: images per step.
         lr: Adam's learning rate.
-        lr_halve_every: halve the learning rate every this many epochs (the paper: 250).
+        lr_halve_every: halve the learning rate every this many epochs (the paper: 250;
+            ``None`` or 0: never).
         warmup_steps: raise the learning rate linearly from 0 over the first this many steps
             of the phase. Adam's first steps move every parameter by about ``lr``, which can
             wreck a fresh identity Glow layer over a VAE with tiny decoder scales (measured on
@@ -33,12 +35,13 @@ class FitConfig:
             ``VAEFlow``'s ``"prior"``, none for most).
         max_consecutive_skipped: steps with a non-finite loss or gradient in a row before
             training stops with an error.
-        n_bits: bits per pixel of the dequantisation (and of bits/dim).
+        n_bits: bits per pixel of the dequantisation and of bits/dim (``None``: the model's
+            declared ``n_bits``, 8 if it declares none).
         seed: seeds Pyro/torch and the shuffling (ignored when resuming).
         progress: show a tqdm bar with the loss in bits/dim.
         time_budget: wall-clock seconds for this call: an epoch is not started once the budget
-            is spent, or when the last epoch's duration would take the call past it (``None``:
-            no limit).
+            is spent, or when the last epoch's duration would take the call past it (``None``
+            or ``inf``: no limit).
         log_every: log the mean training loss of every this many steps (to ``metrics.jsonl``
             and TensorBoard, when training into a run directory).
 
@@ -61,7 +64,7 @@ class FitConfig:
     val_fraction: float = 0.1
     patience: int | None = None
     max_consecutive_skipped: int = 20
-    n_bits: int = 8
+    n_bits: int | None = None
     seed: int = 0
     progress: bool = True
     time_budget: float | None = None
@@ -72,7 +75,7 @@ class FitConfig:
         check_int("batch_size", self.batch_size)
         check_number("lr", self.lr, 0.0, strict=True)
         if self.lr_halve_every is not None:
-            check_int("lr_halve_every", self.lr_halve_every)
+            check_int("lr_halve_every", self.lr_halve_every, 0)
         check_int("warmup_steps", self.warmup_steps, 0)
         if self.clip_norm is not None:
             check_number("clip_norm", self.clip_norm, 0.0)
@@ -80,11 +83,12 @@ class FitConfig:
         if not 0.0 < check_number("val_fraction", self.val_fraction) < 1.0:
             raise ValueError(f"val_fraction must lie in (0, 1), got {self.val_fraction!r}")
         if self.patience is not None:
-            check_int("patience", self.patience)
+            check_int("patience", self.patience, 0)
         check_int("max_consecutive_skipped", self.max_consecutive_skipped)
-        check_int("n_bits", self.n_bits, high=8)
+        if self.n_bits is not None:
+            check_int("n_bits", self.n_bits, high=8)
         check_int("seed", self.seed, 0)
-        if self.time_budget is not None:
+        if self.time_budget is not None and self.time_budget != math.inf:
             check_number("time_budget", self.time_budget)
         check_int("log_every", self.log_every)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import os
 import time
+from functools import partial
 
 import pyro
 import torch
@@ -109,6 +110,8 @@ def fit(
     config = (config or FitConfig()).replace(
         **{k: v for k, v in given.items() if v is not None}, **options
     )
+    if config.n_bits is None:  # the bit depth the model declares
+        config = config.replace(n_bits=getattr(model, "n_bits", 8))
     spec = resolve_phase(model, phase)
     data, val_batches, stopping = _validation(spec, data, val_data, config)
     run = None if run_dir is None else RunDir(run_dir)
@@ -130,14 +133,17 @@ def fit(
     elbo = Trace_ELBO(particles, vectorize_particles=particles > 1, max_plate_nesting=1)
     budget = TimeBudget(config.time_budget)
     log = MetricsLog(None) if run is None else run.metrics_log()
+    steps = _StepLog(log, phase, config.log_every, partial(_to_bpd, model.num_dims, config.n_bits))
     with pyro.get_param_store().scope(), training_phase(model, phase), log:
         svi = GuardedSVI(model.model, model.guide, optim, elbo, config.max_consecutive_skipped)
         for epoch in range(start, end):
             if not budget.allows_epoch(history):
                 _say(config, f"{phase}: stopping after epoch {epoch}, the time budget is spent")
                 break
-            row = _run_epoch(svi, model, batches, schedule, epoch, phase, config, log)
+            row = _run_epoch(svi, model, batches, schedule, epoch, config, steps)
+            began = time.perf_counter()
             row["val_bpd"] = _bits_per_dim(model, val_batches, config.seed)
+            row["seconds"] += time.perf_counter() - began  # what the time budget counts
             history.append(row)
             stop = stopping.update(row["val_bpd"], model)
             if run is not None:
@@ -165,8 +171,29 @@ def _validation(
         raise ValueError("early stopping (patience) needs val_data")
     if val_data is None:
         return data, None, stopping
-    val_batches = Batches(val_data, config.batch_size, config.n_bits, False, None, config.seed)
+    val_batches = Batches(
+        val_data, config.batch_size, config.n_bits, shuffle=False, noise_seed=config.seed
+    )
     return data, val_batches, stopping
+
+
+class _StepLog:
+    """Writes the mean loss of every ``every`` steps of a phase, across epoch boundaries (the
+    steps with a non-finite loss left out)."""
+
+    def __init__(self, log: MetricsLog, phase: str, every: int, to_bpd) -> None:
+        self.log, self.phase, self.every, self.to_bpd = log, phase, every, to_bpd
+        self.total, self.count = 0.0, 0
+
+    def add(self, step: int, epoch: int, loss: float, images: int, lr: float) -> None:
+        """Record step ``step`` (counted from 1 over the phase) of epoch ``epoch``."""
+        if math.isfinite(loss):
+            self.total, self.count = self.total + loss, self.count + images
+        if step % self.every == 0 and self.count:
+            bpd = self.to_bpd(self.total, self.count)
+            row = {"kind": "step", "phase": self.phase, "epoch": epoch, "step": step}
+            self.log.write({**row, "train_bpd": bpd, "lr": lr})
+            self.total, self.count = 0.0, 0
 
 
 def _run_epoch(
@@ -175,47 +202,27 @@ def _run_epoch(
     batches: Batches,
     schedule: LearningRateSchedule,
     epoch: int,
-    phase: str,
     config: FitConfig,
-    log: MetricsLog,
+    steps: _StepLog,
 ) -> dict:
-    """One pass over the data; logs the mean loss of every ``config.log_every`` steps."""
+    """One pass over the data: its row of the history."""
     began, skipped, first = time.perf_counter(), svi.skipped, epoch * len(batches)
-    total, count, window, window_count = 0.0, 0, 0.0, 0
-    bar = tqdm(
-        batches,
-        desc=f"{phase} {epoch + 1}/{config.epochs}",
-        disable=not config.progress,
-        leave=False,
-    )
+    total, count = 0.0, 0
+    label = f"{steps.phase} {epoch + 1}/{config.epochs}"
+    bar = tqdm(batches, desc=label, disable=not config.progress, leave=False)
     for step, x in enumerate(bar):
         lr = schedule.at(epoch, step)
         svi.optim.set_lr(lr)
         loss = svi.step(to_model(x, model))
         if math.isfinite(loss):
             total, count = total + loss, count + len(x)
-            window, window_count = window + loss, window_count + len(x)
-            bpd = loss_to_bits_per_dim(loss, len(x), model.num_dims, config.n_bits)
-            bar.set_postfix(bpd=f"{bpd:.3f}")
-        if (first + step + 1) % config.log_every == 0 and window_count:
-            bpd = loss_to_bits_per_dim(window, window_count, model.num_dims, config.n_bits)
-            log.write(
-                {
-                    "kind": "step",
-                    "phase": phase,
-                    "epoch": epoch + 1,
-                    "step": first + step + 1,
-                    "train_bpd": bpd,
-                    "lr": lr,
-                }
-            )
-            window, window_count = 0.0, 0
-    bpd = loss_to_bits_per_dim(total, count, model.num_dims, config.n_bits) if count else math.nan
+            bar.set_postfix(bpd=f"{steps.to_bpd(loss, len(x)):.3f}")
+        steps.add(first + step + 1, epoch + 1, loss, len(x), lr)
     return {
-        "phase": phase,
+        "phase": steps.phase,
         "epoch": epoch + 1,
         "lr": schedule.epoch_rate(epoch),
-        "train_bpd": bpd,
+        "train_bpd": steps.to_bpd(total, count) if count else math.nan,
         "skipped": svi.skipped - skipped,
         "seconds": time.perf_counter() - began,
         "step": first + len(batches),
@@ -237,6 +244,10 @@ def _bits_per_dim(model: nn.Module, batches: Batches | None, seed: int) -> float
             total += elbo.loss(model.model, model.guide, x)
             count += len(x)
     return loss_to_bits_per_dim(total, count, model.num_dims, batches.n_bits)
+
+
+def _to_bpd(num_dims: int, n_bits: int, loss: float, images: int) -> float:
+    return loss_to_bits_per_dim(loss, images, num_dims, n_bits)
 
 
 def _say(config: FitConfig, text: str) -> None:

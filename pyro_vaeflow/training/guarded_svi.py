@@ -64,6 +64,12 @@ class GuardedSVI(SVI):
                     raise
                 loss = math.nan  # a distribution refused a NaN parameter
         params = {site["value"].unconstrained() for site in capture.trace.nodes.values()}
+        if not params:
+            raise ValueError(
+                "nothing to train: the model and the guide registered no trainable parameter "
+                "(register each part with pyro.module or pyro.param; a part frozen by the "
+                "training phase is not registered)"
+            )
         # A gradient's sum is finite unless an entry is NaN or ±inf (or the sum overflows float
         # range), and a sum is cheaper than an isfinite mask as large as the gradient.
         sums = [p.grad.sum() for p in params if p.grad is not None]

@@ -5,15 +5,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from types import MappingProxyType
 
 from torch import nn
 
-from pyro_vaeflow.models.base import Phase, switched_off
+from pyro_vaeflow.models.base import ImageModel, Phase, switched_off
 
 __all__ = ["phase", "phases_of", "resolve_phase"]
-
-_ONE_PHASE = MappingProxyType({"all": Phase(description="every part of the model")})
 
 
 def phases_of(model: nn.Module) -> Mapping[str, Phase]:
@@ -25,7 +22,7 @@ def phases_of(model: nn.Module) -> Mapping[str, Phase]:
         >>> list(phases_of(TwoStageVAE)), list(phases_of(torch.nn.Linear(2, 2)))
         (['first', 'second'], ['all'])
     """
-    return getattr(model, "phases", _ONE_PHASE)
+    return getattr(model, "phases", ImageModel.phases)
 
 
 def resolve_phase(model: nn.Module, name: str) -> Phase:

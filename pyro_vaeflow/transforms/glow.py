@@ -7,6 +7,7 @@ from pyro_vaeflow.transforms.base import ComposeFlow, Flow
 from pyro_vaeflow.transforms.conv1x1 import InvConv1x1
 from pyro_vaeflow.transforms.coupling import AdditiveCoupling2d, AffineCoupling2d
 from pyro_vaeflow.transforms.squeeze import Squeeze2d, Unsqueeze2d
+from pyro_vaeflow.validation import check_choice, check_int
 
 __all__ = ["glow"]
 
@@ -58,12 +59,10 @@ def glow(
         >>> torch.equal(flow.inv(x), x)
         True
     """
-    if coupling not in _COUPLINGS:
-        raise ValueError(f"coupling must be one of {sorted(_COUPLINGS)}, got {coupling!r}")
-    if init not in ("data", "identity"):
-        raise ValueError(f'init must be "data" or "identity", got {init!r}')
-    if depth < 1 or squeeze < 0:
-        raise ValueError(f"need depth >= 1 and squeeze >= 0, got depth={depth}, squeeze={squeeze}")
+    check_choice("coupling", coupling, sorted(_COUPLINGS))
+    check_choice("init", init, ("data", "identity"))
+    check_int("depth", depth)
+    check_int("squeeze", squeeze, 0)
     inner = channels * 4**squeeze
     data_to_base: list[Flow] = []
     for _ in range(depth):
