@@ -60,6 +60,8 @@ bench: $(VENV)/.installed-bench $(VENV)/.installed-fid
 	$(PY) benchmarks/bench_fid.py
 	$(PY) benchmarks/bench_ops.py
 	$(PY) benchmarks/bench_allocator.py
+	$(PY) benchmarks/bench_data_parallel.py
+	$(PY) benchmarks/scaling_model.py
 
 # The tables of trained models (docs/benchmarks.md, Tables 1-3 and the PixelCNN table); they
 # resume where they stopped, so a stopped `make bench-trained` continues when run again.

@@ -38,6 +38,7 @@ apigen_modules = [
     "pyro_vaeflow.plotting",
     "pyro_vaeflow.presets",
     "pyro_vaeflow.rundir",
+    "pyro_vaeflow.distributed",
     "pyro_vaeflow.run",
     "pyro_vaeflow.checkpoint",
     "pyro_vaeflow.files",

@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 
 from pyro_vaeflow import __version__
+from pyro_vaeflow.distributed import is_main, process_group, world_size
 from pyro_vaeflow.files import atomic_write
 from pyro_vaeflow.presets import PRESETS, Preset, get_preset, override
 from pyro_vaeflow.rundir import RunDir
@@ -109,6 +110,12 @@ def _evaluation_overrides(args: argparse.Namespace) -> dict:
     }
 
 
+def _say(text: str, file=sys.stdout) -> None:
+    """Print on rank 0 only (under ``torchrun``, every rank runs the command)."""
+    if is_main():
+        print(text, file=file)
+
+
 def _run_evaluation(vae, preset, history, args) -> None:
     from pyro_vaeflow.run import evaluate, make_figures, summary_table
 
@@ -122,64 +129,90 @@ def _run_evaluation(vae, preset, history, args) -> None:
         seed=args.seed,
         progress=not args.quiet,
     )
-    figures = make_figures(vae, history, args.run_dir, seed=args.seed)
-    print(summary_table(metrics, history))
-    print(f"metrics: {RunDir(args.run_dir).metrics_path}; figures: {figures[0].parent}")
+    if is_main():  # the figures are rank 0's to draw
+        figures = make_figures(vae, history, args.run_dir, seed=args.seed)
+        print(summary_table(metrics, history))
+        print(f"metrics: {RunDir(args.run_dir).metrics_path}; figures: {figures[0].parent}")
+
+
+def _train(args: argparse.Namespace, device: torch.device) -> None:
+    from pyro_vaeflow.run import train
+
+    preset = get_preset(args.preset)
+    if args.epochs:
+        preset = override(preset, epochs={**preset.epochs, **dict(args.epochs)})
+    preset = override(
+        preset,
+        vae_epochs=args.vae_epochs,
+        glow_epochs=args.glow_epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        train_images=args.train_images,
+        val_images=args.val_images,
+        time_budget=args.time_budget,
+        **_evaluation_overrides(args),
+    )
+    if preset.batch_size % world_size():
+        raise ValueError(
+            f"the batch size {preset.batch_size} is the global batch: it must divide by the "
+            f"{world_size()} processes"
+        )
+    vae, history = train(
+        preset,
+        args.run_dir,
+        data_dir=args.data_dir,
+        device=device,
+        resume=args.resume,
+        seed=args.seed,
+        progress=not args.quiet,
+    )
+    _say(f"trained: {RunDir(args.run_dir).model_path}")
+    if args.evaluate:
+        _run_evaluation(vae, preset, history, args)
+
+
+def _evaluate(args: argparse.Namespace, device: torch.device) -> None:
+    from pyro_vaeflow.models import load_model
+
+    run = RunDir(args.run_dir)
+    preset = override(load_run_preset(args.run_dir), **_evaluation_overrides(args))
+    _run_evaluation(load_model(run.model_path, map_location=device), preset, run.history(), args)
+
+
+def _sample(args: argparse.Namespace, device: torch.device) -> None:
+    from torchvision.utils import save_image
+
+    from pyro_vaeflow.models import load_model, sample_options
+    from pyro_vaeflow.plotting import image_grid
+
+    run = RunDir(args.run_dir)
+    vae = load_model(run.model_path, map_location=device)
+    if not is_main():  # a grid is one process's work
+        return
+    torch.manual_seed(args.seed)
+    options = sample_options(
+        vae, temperature=args.temperature, prior_temperature=args.prior_temperature
+    )
+    grid = image_grid(vae.sample(args.n, **options))
+    out = args.out or run.sample_grid_path
+    atomic_write(out, lambda stream: save_image(grid, stream, format="png"))
+    print(f"{args.n} samples at T={args.temperature}: {out}")
+
+
+_COMMANDS = {"train": _train, "evaluate": _evaluate, "sample": _sample}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run ``pyro-vaeflow``; returns the exit status."""
+    """Run ``pyro-vaeflow``; returns the exit status.
+
+    Under ``torchrun`` every process runs it: it joins the process group that ``torchrun``
+    describes (:func:`~pyro_vaeflow.distributed.process_group`), trains and evaluates on its
+    share of the data, and rank 0 writes the files and prints.
+    """
     args = build_parser().parse_args(argv)
-    run = RunDir(args.run_dir)
-    from pyro_vaeflow.models import load_model, sample_options
-    from pyro_vaeflow.plotting import image_grid
-    from pyro_vaeflow.run import train
-
     try:
-        if args.command == "train":
-            preset = get_preset(args.preset)
-            if args.epochs:
-                preset = override(preset, epochs={**preset.epochs, **dict(args.epochs)})
-            preset = override(
-                preset,
-                vae_epochs=args.vae_epochs,
-                glow_epochs=args.glow_epochs,
-                batch_size=args.batch_size,
-                lr=args.lr,
-                train_images=args.train_images,
-                val_images=args.val_images,
-                time_budget=args.time_budget,
-                **_evaluation_overrides(args),
-            )
-            vae, history = train(
-                preset,
-                args.run_dir,
-                data_dir=args.data_dir,
-                device=args.device,
-                resume=args.resume,
-                seed=args.seed,
-                progress=not args.quiet,
-            )
-            print(f"trained: {run.model_path}")
-            if args.evaluate:
-                _run_evaluation(vae, preset, history, args)
-        elif args.command == "evaluate":
-            preset = override(load_run_preset(args.run_dir), **_evaluation_overrides(args))
-            vae = load_model(run.model_path, map_location=args.device)
-            _run_evaluation(vae, preset, run.history(), args)
-        else:
-            from torchvision.utils import save_image
-
-            vae = load_model(run.model_path, map_location=args.device)
-            torch.manual_seed(args.seed)
-            options = sample_options(
-                vae, temperature=args.temperature, prior_temperature=args.prior_temperature
-            )
-            images = vae.sample(args.n, **options)
-            out = args.out or run.sample_grid_path
-            grid = image_grid(images)
-            atomic_write(out, lambda stream: save_image(grid, stream, format="png"))
-            print(f"{args.n} samples at T={args.temperature}: {out}")
+        with process_group(args.device) as device:
+            _COMMANDS[args.command](args, device)
     except (ValueError, FileNotFoundError, FileExistsError) as error:
         print(f"pyro-vaeflow {args.command}: error: {error}", file=sys.stderr)
         return 2

@@ -10,7 +10,7 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "pyro_vaeflow"
 
 LAYERS = [
-    {"validation", "files", "checkpoint"},
+    {"validation", "files", "checkpoint", "distributed"},
     {"nets", "transforms", "data"},
     {"distributions"},
     {"models"},

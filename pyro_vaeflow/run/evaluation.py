@@ -9,11 +9,22 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import numpy as np
 import pyro
 import torch
 from tqdm.auto import tqdm
 
 from pyro_vaeflow.data import binarize, dequantize, load_images, quantize
+from pyro_vaeflow.distributed import (
+    barrier,
+    broadcast,
+    gather_cat,
+    gather_objects,
+    is_main,
+    rank_seed,
+    shard,
+    shard_bounds,
+)
 from pyro_vaeflow.infer import bits_per_dim, elbo, log_likelihood
 from pyro_vaeflow.models import ImageModel, switched_off
 from pyro_vaeflow.presets import Preset
@@ -44,14 +55,20 @@ def _evaluating(model: ImageModel, switches: tuple[str, ...] = ()) -> Iterator[N
 
 
 def _per_datum(function, model: ImageModel, images: torch.Tensor, batch_size: int, **kwargs):
-    return torch.cat(
-        [
-            function(
-                model.model, model.guide, to_model(images[i : i + batch_size], model), **kwargs
-            ).cpu()
-            for i in range(0, len(images), batch_size)
-        ]
-    )
+    """``function``'s value for each image, each rank computing its share (all gathered)."""
+    images = shard(images)
+    values = [
+        function(
+            model.model, model.guide, to_model(images[i : i + batch_size], model), **kwargs
+        ).cpu()
+        for i in range(0, len(images), batch_size)
+    ]
+    return gather_cat(_cat(values))
+
+
+def _cat(values: list[torch.Tensor]) -> torch.Tensor:
+    """The values one after the other (none: an empty tensor, a rank with no share)."""
+    return torch.cat(values) if values else torch.empty(0)
 
 
 def _elbo_metrics(model: ImageModel, images: torch.Tensor) -> dict:
@@ -70,6 +87,7 @@ def _elbo_metrics(model: ImageModel, images: torch.Tensor) -> dict:
 
 
 def _importance(model: ImageModel, images: torch.Tensor, samples: int, progress: bool) -> dict:
+    count, images = len(images), shard(images)  # each rank samples its share of the images
     log_px, ess = [], []
     batches = range(0, len(images), 25)
     for i in tqdm(batches, desc="importance sampling", disable=not progress, leave=False):
@@ -84,12 +102,12 @@ def _importance(model: ImageModel, images: torch.Tensor, samples: int, progress:
         )
         log_px.append(result.log_px.cpu())
         ess.append(result.ess.cpu())
-    log_px = torch.cat(log_px).mean()
+    log_px = gather_cat(_cat(log_px)).mean()
     return {
         "test_is_bpd": float(bits_per_dim(log_px, model.num_dims, model.n_bits)),
-        "test_is_images": len(images),
+        "test_is_images": count,
         "test_is_samples": samples,
-        "test_is_mean_ess": float(torch.cat(ess).mean()),
+        "test_is_mean_ess": float(gather_cat(_cat(ess)).mean()),
     }
 
 
@@ -110,25 +128,29 @@ def fid_scores(
     ``fid`` scores its samples, recorded with ``fid_temperature`` (``preset.temperature``)
     where they depend on it; a ``VAEFlow`` also gets ``fid_vae_mean``, the decoder means of the
     same latents, unless ``vae_means`` is false (it asks the model for its main sampler only).
-    The reference statistics of the test images are cached in ``cache_dir``.
+    The reference statistics of the test images are cached in ``cache_dir``. Under a process
+    group each rank draws its share of the samples and computes their Inception features;
+    rank 0 gathers them, computes the statistics and the distance, and every rank returns it.
     """
-    from pyro_vaeflow.metrics import fid, inception_network, reference_statistics
-
-    pixels = load_images(preset.dataset, "test", data_dir)
-    network = inception_network(weights, device=next(model.parameters()).device)
-    n = preset.fid_samples
-    reference = reference_statistics(
-        f"{preset.dataset}-test",
-        pixels,
-        network,
-        n_images=n,
-        cache_dir=cache_dir,
-        progress=progress,
+    from pyro_vaeflow.metrics import (
+        activations,
+        frechet_distance,
+        inception_network,
+        moments,
+        reference_statistics,
     )
-    torch.manual_seed(seed)
+
+    network = inception_network(weights, device=next(model.parameters()).device)
+    n, reference = preset.fid_samples, None
+    if is_main():  # the reference statistics, computed once and cached, are rank 0's to use
+        pixels = load_images(preset.dataset, "test", data_dir)
+        name = f"{preset.dataset}-test"
+        reference = reference_statistics(name, pixels, network, n, cache_dir, progress=progress)
+    torch.manual_seed(rank_seed(seed))
+    start, end = shard_bounds(n)  # each rank draws its share of the samples
     metrics: dict = {"fid_samples": n}
     with _evaluating(model):
-        samplers = model.fid_samplers(n, preset.temperature, main_only=not vae_means)
+        samplers = model.fid_samplers(end - start, preset.temperature, main_only=not vae_means)
         if samplers["fid"].uses_temperature:
             metrics["fid_temperature"] = preset.temperature
         for name, sampler in samplers.items():
@@ -136,7 +158,14 @@ def fid_scores(
             def eight_bit(count, draw=sampler.draw):
                 return quantize(draw(count).clamp(0.0, 1.0 - 1e-6))  # 8-bit, like the test set
 
-            metrics[name] = fid(eight_bit, reference, network, n_samples=n, progress=progress)
+            share = end - start
+            local = activations(eight_bit, network, share, progress=progress) if share else None
+            features = gather_objects(local)
+            value = None
+            if is_main():
+                stats = moments(np.concatenate([f for f in features if f is not None]))
+                value = frechet_distance(stats, reference)
+            metrics[name] = broadcast(value)
     return metrics
 
 
@@ -176,8 +205,15 @@ def evaluate(
     keeps its finished stages. Each stage draws from ``seed`` afresh, so a continued evaluation
     gives what an uninterrupted one gives; ``evaluation_seconds`` adds up the time of every
     call.
+
+    Under a :mod:`torch.distributed` process group every rank calls it: each computes the ELBO
+    and the importance-sampled likelihood of its share of the test images and draws its share of
+    the FID samples, the values are gathered in image order, and rank 0 writes the file. The
+    result is a one-process evaluation of the same images, but for the Monte-Carlo noise, which
+    each rank draws from its own stream (exactly the same for a model without latents, such as
+    the standalone Glow).
     """
-    started = time.perf_counter()
+    started, progress = time.perf_counter(), progress and is_main()
     images = _test_images(preset, data_dir, seed)
     run = None if run_dir is None else RunDir(run_dir)
     metrics = {"preset": preset.name, "dataset": preset.dataset, "labels": _labels(model, preset)}
@@ -199,15 +235,16 @@ def evaluate(
         tqdm.write(f"evaluate: continuing a stopped evaluation; kept {', '.join(kept)} ({run})")
     for key, stage in stages.items():
         if key not in metrics:
-            torch.manual_seed(seed)
+            torch.manual_seed(rank_seed(seed))
             with _evaluating(model):
                 metrics.update(stage())
             metrics["evaluation_seconds"] = spent + time.perf_counter() - started
-            if run is not None:
+            if run is not None and is_main():
                 run.write_metrics({**metrics, "partial": True})
     metrics["evaluation_seconds"] = spent + time.perf_counter() - started
-    if run is not None:
+    if run is not None and is_main():
         run.write_metrics(metrics)
+    barrier()
     return metrics
 
 

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from pyro_vaeflow.data import DynamicallyBinarized, binarize, load_images
+from pyro_vaeflow.distributed import barrier, is_main
 from pyro_vaeflow.models import ImageModel, build_model
 from pyro_vaeflow.presets import Preset
 from pyro_vaeflow.rundir import RunDir
@@ -52,7 +53,9 @@ def _prepare(run: RunDir, preset: Preset, resume: bool) -> None:
                 f"{run.path} already holds a run; pass resume=True (--resume) to continue it, "
                 "or choose another run directory"
             )
-    run.write_config(wanted)
+    if is_main():  # every rank has checked the same files; one writes
+        run.write_config(wanted)
+    barrier()
 
 
 def _as_json(preset: Preset) -> dict:
@@ -104,7 +107,9 @@ def train(
     For the paper's model: phase 1 (VAE and prior) and then phase 2 (the Glow layer), or one
     joint phase; for a two-stage VAE its two stages; for a single-phase model its one phase;
     for a model of your own (:func:`~pyro_vaeflow.models.register_architecture`) the phases it
-    declares. Each phase checkpoints after every epoch; ``resume=True`` continues a stopped
+    declares. Under a :mod:`torch.distributed` process group (``torchrun``) every rank calls it,
+    trains on its share of each global batch, and rank 0 writes the files. Each phase
+    checkpoints after every epoch; ``resume=True`` continues a stopped
     run exactly (once a phase has begun, the phases before it are not touched again), and may
     change the epochs or the time budget, but not the model or the optimiser settings. With a
     ``time_budget`` (the seconds of the training epochs, counted across resumes, so that a
@@ -148,7 +153,9 @@ def train(
         history += fit(
             model, data, name, config=phase_config, val_data=val_data, run_dir=run, resume=resume
         )
-    model.save(run.model_path)
+    if is_main():
+        model.save(run.model_path)
+    barrier()
     return model, history
 
 

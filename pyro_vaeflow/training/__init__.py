@@ -4,7 +4,9 @@
 (:class:`FitConfig`), the learning-rate schedule (:class:`LearningRateSchedule`), early stopping
 and the time budget (:class:`EarlyStopping`, :class:`TimeBudget`), the phase checkpoint
 (:class:`PhaseCheckpoint`), the phases a model declares (:func:`phase`) and the guarded SVI step
-(:class:`GuardedSVI`, :class:`MultiTensorAdam`).
+(:class:`GuardedSVI`, :class:`MultiTensorAdam`), and the same step over every process of a
+:mod:`torch.distributed` group (:class:`DataParallelSVI`), which ``fit`` takes when a group is
+initialised.
 """
 
 from pyro_vaeflow.training.batches import Batches, to_model
@@ -13,12 +15,14 @@ from pyro_vaeflow.training.config import FitConfig
 from pyro_vaeflow.training.fit import fit, loss_to_bits_per_dim
 from pyro_vaeflow.training.guarded_svi import GuardedSVI, NonFiniteLossError
 from pyro_vaeflow.training.optim import MultiTensorAdam
+from pyro_vaeflow.training.parallel import DataParallelSVI
 from pyro_vaeflow.training.phases import phase, phases_of
 from pyro_vaeflow.training.schedule import LearningRateSchedule
 from pyro_vaeflow.training.stopping import EarlyStopping, TimeBudget
 
 __all__ = [
     "Batches",
+    "DataParallelSVI",
     "EarlyStopping",
     "FitConfig",
     "GuardedSVI",

@@ -9,6 +9,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from pyro_vaeflow.data import dequantize
+from pyro_vaeflow.distributed import shard, world_size
 
 __all__ = ["Batches", "to_model"]
 
@@ -27,6 +28,11 @@ class Batches:
         noise_seed: dequantise with this seed, the same noise at every pass (for validation
             scores that only change with the model); ``None``: fresh noise from torch's global
             generator each time.
+        shard: under a :mod:`torch.distributed` process group, yield this rank's contiguous
+            share of each global batch (:func:`~pyro_vaeflow.distributed.shard`), dequantised
+            after sharding with this rank's noise: the global batch of step :math:`t` is the
+            same set of images whatever the number of processes. A final batch with fewer
+            images than processes is left out. Without a group, every batch is whole.
 
     Example:
         >>> batches = Batches(torch.zeros(10, 1, 4, 4, dtype=torch.uint8), batch_size=4)
@@ -42,6 +48,7 @@ class Batches:
         shuffle: bool = True,
         generator: torch.Generator | None = None,
         noise_seed: int | None = None,
+        shard: bool = False,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -57,14 +64,22 @@ class Batches:
         self.data, self.batch_size, self.n_bits, self.shuffle = data, batch_size, n_bits, shuffle
         self.generator = generator or torch.Generator().manual_seed(0)
         self.noise_seed = noise_seed
+        self.shard = shard
         self._noise: torch.Generator | None = None
 
     def __len__(self) -> int:
-        return -(-len(self.data) // self.batch_size)
+        steps = -(-len(self.data) // self.batch_size)
+        return steps - (self.shard and 0 < self.global_size(steps - 1) < world_size())
+
+    def global_size(self, step: int) -> int:
+        """The number of images of global batch ``step`` (counted from 0), over all ranks."""
+        return min(self.batch_size, len(self.data) - step * self.batch_size)
 
     def _prepare(self, x: Tensor) -> Tensor:
         if isinstance(x, (tuple, list)):
             x = x[0]
+        if self.shard:
+            x = shard(x)
         return dequantize(x, self.n_bits, self._noise) if x.dtype == torch.uint8 else x
 
     def __iter__(self) -> Iterator[Tensor]:
@@ -73,8 +88,8 @@ class Batches:
         if isinstance(self.data, Tensor):
             n = len(self.data)
             order = torch.randperm(n, generator=self.generator) if self.shuffle else None
-            for start in range(0, n, self.batch_size):
-                index = slice(start, start + self.batch_size)
+            for step in range(len(self)):
+                index = slice(step * self.batch_size, (step + 1) * self.batch_size)
                 yield self._prepare(
                     self.data[order[index]] if order is not None else self.data[index]
                 )
@@ -82,7 +97,7 @@ class Batches:
             loader = DataLoader(
                 self.data, self.batch_size, shuffle=self.shuffle, generator=self.generator
             )
-            for batch in loader:
+            for _, batch in zip(range(len(self)), loader, strict=False):
                 yield self._prepare(batch)
 
 

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import pyro
 import torch
 from torch import nn
 
+from pyro_vaeflow.distributed import gather_objects, rank, rank_seed, world_size
 from pyro_vaeflow.training.optim import MultiTensorAdam
 from pyro_vaeflow.training.stopping import EarlyStopping
 
@@ -66,12 +68,16 @@ class PhaseCheckpoint:
         epoch: int,
         early_stopped: bool,
     ) -> PhaseCheckpoint:
-        """The state of a phase that has run ``epoch`` epochs."""
+        """The state of a phase that has run ``epoch`` epochs. Under a process group every
+        rank calls it: the random generators' states of all the ranks are gathered."""
         device = next(model.parameters()).device
+        rng = {**rng_state(device), "shuffle": shuffle.get_state()}
+        if world_size() > 1:
+            rng["ranks"] = gather_objects(rng_state(device))
         return cls(
             model=model.state_dict(),
             optimizer=optim.get_state(),
-            rng={**rng_state(device), "shuffle": shuffle.get_state()},
+            rng=rng,
             best=stopping.state_dict(),
             history=history,
             epoch=epoch,
@@ -86,13 +92,24 @@ class PhaseCheckpoint:
         optim: MultiTensorAdam,
         shuffle: torch.Generator,
         stopping: EarlyStopping,
+        seed: int = 0,
     ) -> None:
         """Put the saved state back into the live objects (weights saved in an older layout
-        are upgraded by the model class's ``upgrade_state_dict``)."""
+        are upgraded by the model class's ``upgrade_state_dict``).
+
+        Each rank takes back its own random generator when the checkpoint was written by as
+        many processes as there are now; with another number of processes every rank's stream
+        is re-derived from ``seed`` and the epoch
+        (:func:`~pyro_vaeflow.distributed.rank_seed`). The data order (``shuffle``) is the
+        same either way."""
         upgrade = getattr(type(model), "upgrade_state_dict", lambda state: state)
         model.load_state_dict(upgrade(self.model))
         optim.set_state(self.optimizer)
-        set_rng_state(self.rng, next(model.parameters()).device)
+        ranks = self.rng.get("ranks", [self.rng])
+        if len(ranks) == world_size():
+            set_rng_state(ranks[rank()], next(model.parameters()).device)
+        else:
+            pyro.set_rng_seed(rank_seed(seed, self.epoch))
         shuffle.set_state(self.rng["shuffle"])
         best = dict(self.best)
         if best["weights"] is not None:

@@ -15,6 +15,7 @@ from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from pyro_vaeflow.data import train_val_split
+from pyro_vaeflow.distributed import all_sum, barrier, broadcast, is_main, rank_seed, world_size
 from pyro_vaeflow.models import Phase
 from pyro_vaeflow.rundir import MetricsLog, RunDir
 from pyro_vaeflow.training.batches import Batches, to_model
@@ -22,6 +23,7 @@ from pyro_vaeflow.training.checkpoint import PhaseCheckpoint
 from pyro_vaeflow.training.config import FitConfig
 from pyro_vaeflow.training.guarded_svi import GuardedSVI
 from pyro_vaeflow.training.optim import MultiTensorAdam
+from pyro_vaeflow.training.parallel import DataParallelSVI
 from pyro_vaeflow.training.phases import phase as training_phase
 from pyro_vaeflow.training.phases import resolve_phase
 from pyro_vaeflow.training.schedule import LearningRateSchedule
@@ -73,7 +75,11 @@ def fit(
 
     Training runs in a fresh Pyro param-store scope, so parameters of other models registered
     under the same names cannot be optimised by mistake. A step with a non-finite loss or
-    gradient is skipped and counted (:class:`~pyro_vaeflow.training.GuardedSVI`). With
+    gradient is skipped and counted (:class:`~pyro_vaeflow.training.GuardedSVI`). Under a
+    :mod:`torch.distributed` process group (``torchrun``, or the user's own
+    ``init_process_group``) it trains data-parallel
+    (:class:`~pyro_vaeflow.training.DataParallelSVI`): ``batch_size`` is the global batch,
+    each rank trains on its share of it with its own noise, and rank 0 writes the files. With
     ``run_dir`` (a path or a :class:`~pyro_vaeflow.rundir.RunDir`), the phase's checkpoint
     (model, optimiser, epoch, RNG states, history) is written atomically after each epoch,
     ``metrics.jsonl`` and TensorBoard get the mean loss of every ``log_every`` steps and each
@@ -110,14 +116,13 @@ def fit(
     config = (config or FitConfig()).replace(
         **{k: v for k, v in given.items() if v is not None}, **options
     )
-    if config.n_bits is None:  # the bit depth the model declares
-        config = config.replace(n_bits=getattr(model, "n_bits", 8))
+    config = _for_this_process(model, config)
     spec = resolve_phase(model, phase)
     data, val_batches, stopping = _validation(spec, data, val_data, config)
     run = None if run_dir is None else RunDir(run_dir)
-    pyro.set_rng_seed(config.seed)
+    pyro.set_rng_seed(rank_seed(config.seed))
     shuffle = torch.Generator().manual_seed(config.seed)
-    batches = Batches(data, config.batch_size, config.n_bits, generator=shuffle)
+    batches = Batches(data, config.batch_size, config.n_bits, generator=shuffle, shard=True)
     optim = MultiTensorAdam(lr=config.lr, clip_norm=config.clip_norm or None)
     schedule = LearningRateSchedule(
         config.lr, config.lr_halve_every, config.warmup_steps, len(batches)
@@ -125,19 +130,21 @@ def fit(
     saved = None
     if resume and run is not None and run.has_checkpoint(phase):
         saved = PhaseCheckpoint.from_payload(run.load_checkpoint(phase))
-        saved.restore(model, optim, shuffle, stopping)
+        saved.restore(model, optim, shuffle, stopping, config.seed)
     history, start = (saved.history, saved.epoch) if saved else ([], 0)
     end = start if saved and saved.early_stopped else config.epochs
     # One particle needs no particle plate (the same draws, without the extra batch dimension).
     particles = config.num_particles
     elbo = Trace_ELBO(particles, vectorize_particles=particles > 1, max_plate_nesting=1)
     budget = TimeBudget(config.time_budget)
-    log = MetricsLog(None) if run is None else run.metrics_log()
+    log = run.metrics_log() if run is not None and is_main() else MetricsLog(None)
     steps = _StepLog(log, phase, config.log_every, partial(_to_bpd, model.num_dims, config.n_bits))
     with pyro.get_param_store().scope(), training_phase(model, phase), log:
-        svi = GuardedSVI(model.model, model.guide, optim, elbo, config.max_consecutive_skipped)
+        svi = DataParallelSVI(
+            model.model, model.guide, optim, elbo, model, config.max_consecutive_skipped
+        )
         for epoch in range(start, end):
-            if not budget.allows_epoch(history):
+            if not broadcast(budget.allows_epoch(history)):  # rank 0's clock decides
                 _say(config, f"{phase}: stopping after epoch {epoch}, the time budget is spent")
                 break
             row = _run_epoch(svi, model, batches, schedule, epoch, config, steps)
@@ -150,13 +157,28 @@ def fit(
                 state = PhaseCheckpoint.capture(
                     model, optim, shuffle, stopping, history, epoch + 1, stop
                 )
-                run.save_checkpoint(phase, state.to_payload())
+                if is_main():
+                    run.save_checkpoint(phase, state.to_payload())
+                barrier()
             log.write(row)
             _say(config, _describe(row))
             if stop:
                 break
     stopping.restore_best(model)
     return history
+
+
+def _for_this_process(model: nn.Module, config: FitConfig) -> FitConfig:
+    """The model's bit depth where the config gives none; under a process group, a check that
+    the global batch divides into the ranks' shares, and progress shown by rank 0 only."""
+    if config.n_bits is None:  # the bit depth the model declares
+        config = config.replace(n_bits=getattr(model, "n_bits", 8))
+    if config.batch_size % world_size():
+        raise ValueError(
+            f"batch_size {config.batch_size} is the global batch and must divide into the "
+            f"{world_size()} processes' shares"
+        )
+    return config.replace(progress=config.progress and is_main())
 
 
 def _validation(
@@ -172,7 +194,12 @@ def _validation(
     if val_data is None:
         return data, None, stopping
     val_batches = Batches(
-        val_data, config.batch_size, config.n_bits, shuffle=False, noise_seed=config.seed
+        val_data,
+        config.batch_size,
+        config.n_bits,
+        shuffle=False,
+        noise_seed=rank_seed(config.seed),
+        shard=True,
     )
     return data, val_batches, stopping
 
@@ -213,11 +240,12 @@ def _run_epoch(
     for step, x in enumerate(bar):
         lr = schedule.at(epoch, step)
         svi.optim.set_lr(lr)
-        loss = svi.step(to_model(x, model))
+        loss = svi.step(to_model(x, model))  # the global batch's, on every rank
+        images = batches.global_size(step)
         if math.isfinite(loss):
-            total, count = total + loss, count + len(x)
-            bar.set_postfix(bpd=f"{steps.to_bpd(loss, len(x)):.3f}")
-        steps.add(first + step + 1, epoch + 1, loss, len(x), lr)
+            total, count = total + loss, count + images
+            bar.set_postfix(bpd=f"{steps.to_bpd(loss, images):.3f}")
+        steps.add(first + step + 1, epoch + 1, loss, images, lr)
     return {
         "phase": steps.phase,
         "epoch": epoch + 1,
@@ -237,13 +265,13 @@ def _bits_per_dim(model: nn.Module, batches: Batches | None, seed: int) -> float
         return None
     device = next(model.parameters()).device
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        torch.manual_seed(seed)
+        torch.manual_seed(rank_seed(seed))
         elbo, total, count = Trace_ELBO(), 0.0, 0
-        for x in batches:
+        for x in batches:  # this rank's shares, summed over the ranks below
             x = to_model(x, model)
             total += elbo.loss(model.model, model.guide, x)
             count += len(x)
-    return loss_to_bits_per_dim(total, count, model.num_dims, batches.n_bits)
+    return loss_to_bits_per_dim(all_sum(total), all_sum(count), model.num_dims, batches.n_bits)
 
 
 def _to_bpd(num_dims: int, n_bits: int, loss: float, images: int) -> float:

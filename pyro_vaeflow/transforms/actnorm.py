@@ -6,6 +6,7 @@ import torch
 from torch import Tensor, nn
 from torch.distributions import constraints
 
+from pyro_vaeflow.distributed import mean_and_std
 from pyro_vaeflow.transforms.base import Flow
 from pyro_vaeflow.transforms.shapes import check_image
 
@@ -29,6 +30,9 @@ class ActNorm2d(Flow):
     Channels whose standard deviation is below ``eps`` keep a unit scale, so a constant channel
     gives finite values. The ``initialized`` buffer is saved in the ``state_dict``, so a loaded
     model never initialises again. With ``init="identity"`` the layer starts as the identity.
+    Under a :mod:`torch.distributed` process group the statistics are those of every rank's
+    first batch together (:func:`~pyro_vaeflow.distributed.mean_and_std`), so all ranks
+    initialise identically; they must then make that first call together.
 
     Args:
         channels: the number of channels :math:`C`.
@@ -62,8 +66,8 @@ class ActNorm2d(Flow):
     def _initialize(self, h: Tensor, data_side: bool) -> None:
         dims = [d for d in range(h.dim()) if d != h.dim() - 3]
         with torch.no_grad():
-            mean = h.mean(dim=dims, keepdim=True).reshape(self.channels, 1, 1)
-            std = h.std(dim=dims, unbiased=False, keepdim=True).reshape(self.channels, 1, 1)
+            mean, std = mean_and_std(h, dims)  # over every rank's batch, under a process group
+            mean, std = mean.reshape(self.channels, 1, 1), std.reshape(self.channels, 1, 1)
             log_std = torch.where(std > self.eps, std.clamp_min(self.eps).log(), 0.0)
             if data_side:
                 self.loc.copy_(mean)

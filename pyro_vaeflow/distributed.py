@@ -1,0 +1,217 @@
+r"""Data parallelism on ``torch.distributed``: who this process is, and what the ranks share.
+
+Every function here works in one process too, where it is the identity (a sum over one rank,
+a shard that is the whole batch), so the library calls them unconditionally and behaves
+exactly as before when no process group is initialised. A group is initialised by
+:func:`init_from_environment` (what ``pyro-vaeflow`` does under ``torchrun``) or by the user's
+own :func:`torch.distributed.init_process_group`.
+
+Example:
+    >>> rank(), world_size(), is_main()
+    (0, 1, True)
+    >>> shard(torch.arange(5)).tolist()
+    [0, 1, 2, 3, 4]
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
+import torch
+import torch.distributed as dist
+from torch import Tensor
+
+__all__ = [
+    "all_sum",
+    "any_rank",
+    "barrier",
+    "broadcast",
+    "gather_cat",
+    "gather_objects",
+    "init_from_environment",
+    "is_main",
+    "main_first",
+    "mean_and_std",
+    "process_group",
+    "rank",
+    "rank_seed",
+    "shard",
+    "shard_bounds",
+    "world_size",
+]
+
+T = TypeVar("T")
+
+
+def _active() -> bool:
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def rank() -> int:
+    """This process's rank (0 without a process group)."""
+    return dist.get_rank() if _active() else 0
+
+
+def world_size() -> int:
+    """The number of processes (1 without a process group)."""
+    return dist.get_world_size() if _active() else 1
+
+
+def is_main() -> bool:
+    """Whether this process is rank 0, the one that writes files and prints."""
+    return rank() == 0
+
+
+def init_from_environment(device: str | torch.device = "cpu") -> torch.device:
+    """Join the process group that ``torchrun`` describes in the environment, if any.
+
+    Under ``torchrun`` (``WORLD_SIZE`` > 1 in the environment) this initialises
+    :mod:`torch.distributed` with NCCL for ``device="cuda"`` (each rank on
+    ``cuda:LOCAL_RANK``) and gloo otherwise, and sets each CPU process's threads to
+    ``OMP_NUM_THREADS`` (``torchrun`` sets it to 1 unless you set it) or, without it, to the
+    machine's cores over the processes on the machine. Without ``torchrun`` it does nothing.
+
+    Returns:
+        The device this process uses.
+    """
+    device = torch.device(device)
+    size = int(os.environ.get("WORLD_SIZE", "1"))
+    if size <= 1 or dist.is_initialized():
+        return device
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    if device.type == "cuda":
+        device = torch.device("cuda", local)
+        torch.cuda.set_device(device)
+        dist.init_process_group("nccl")
+    else:
+        dist.init_process_group("gloo")
+        local_size = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+        threads = os.environ.get("OMP_NUM_THREADS")
+        torch.set_num_threads(
+            int(threads) if threads else max(1, (os.cpu_count() or 1) // local_size)
+        )
+    return device
+
+
+@contextmanager
+def process_group(device: str | torch.device = "cpu") -> Iterator[torch.device]:
+    """:func:`init_from_environment` for the ``with`` block, yielding the device; the group it
+    made is destroyed on exit. Without ``torchrun`` it only yields ``device``."""
+    made = not dist.is_initialized()
+    device = init_from_environment(device)
+    try:
+        yield device
+    finally:
+        if made and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def rank_seed(seed: int, epoch: int = 0) -> int:
+    """The seed of this rank's random stream: ``seed`` itself on rank 0 of a run started at
+    epoch 0 (so one process draws as it always has), a hash of ``(seed, epoch, rank)``
+    otherwise (a resume with another number of processes re-derives every stream from it).
+
+    Example:
+        >>> rank_seed(7)
+        7
+    """
+    if rank() == 0 and epoch == 0:
+        return seed
+    digest = hashlib.sha256(f"{seed}/{epoch}/{rank()}".encode()).digest()
+    return int.from_bytes(digest[:4], "little")  # numpy seeds are 32-bit
+
+
+def shard_bounds(n: int) -> tuple[int, int]:
+    """``[start, end)`` of this rank's contiguous share of ``n`` items (near-equal shares, in
+    rank order, as :func:`torch.tensor_split` splits).
+
+    Example:
+        >>> shard_bounds(10)
+        (0, 10)
+    """
+    size, index = world_size(), rank()
+    base, extra = divmod(n, size)
+    start = index * base + min(index, extra)
+    return start, start + base + (index < extra)
+
+
+def shard(x: Tensor) -> Tensor:
+    """This rank's contiguous share of a global batch ``x`` (along dimension 0)."""
+    start, end = shard_bounds(len(x))
+    return x[start:end]
+
+
+def all_sum(value: Tensor | float) -> Tensor | float:
+    """The sum over the ranks of ``value`` (a tensor, or a number), on every rank."""
+    if not _active():
+        return value
+    tensor = value.detach().clone() if isinstance(value, Tensor) else torch.tensor(float(value))
+    dist.all_reduce(tensor)
+    return tensor if isinstance(value, Tensor) else float(tensor)
+
+
+def any_rank(flag: bool) -> bool:
+    """Whether ``flag`` is true on any rank (one decision for all of them)."""
+    return bool(all_sum(float(flag)) > 0)
+
+
+def broadcast(value: T) -> T:
+    """Rank 0's ``value`` (any picklable object), on every rank."""
+    if not _active():
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def gather_objects(value: T) -> list[T]:
+    """Every rank's ``value`` (any picklable object), in rank order, on every rank."""
+    if not _active():
+        return [value]
+    values: list[Any] = [None] * world_size()
+    dist.all_gather_object(values, value)
+    return values
+
+
+def gather_cat(tensor: Tensor) -> Tensor:
+    """The ranks' ``tensor`` (of any length along dimension 0) concatenated in rank order, on
+    every rank: the inverse of :func:`shard`."""
+    if not _active():
+        return tensor
+    return torch.cat(gather_objects(tensor.detach().cpu())).to(tensor.device)
+
+
+def barrier() -> None:
+    """Wait until every rank gets here."""
+    if _active():
+        dist.barrier()
+
+
+@contextmanager
+def main_first() -> Iterator[bool]:
+    """Run the block on rank 0 first (yielding ``True`` there), then on the others: for work
+    that rank 0 does and the others then read, such as a cache it writes."""
+    if not is_main():
+        barrier()
+    try:
+        yield is_main()
+    finally:
+        if is_main():
+            barrier()
+
+
+def mean_and_std(h: Tensor, dims: list[int]) -> tuple[Tensor, Tensor]:
+    """The mean and the (biased) standard deviation of ``h`` over ``dims``, over the ranks'
+    ``h`` together when a process group is initialised (two reductions: the sum, then the
+    squared deviations from the global mean); torch's ``mean``/``std`` in one process."""
+    if not _active():
+        return h.mean(dim=dims, keepdim=True), h.std(dim=dims, unbiased=False, keepdim=True)
+    total = all_sum(h.sum(dim=dims, keepdim=True))
+    count = all_sum(torch.tensor(h.numel() / h.shape[-3], dtype=h.dtype, device=h.device))
+    mean = total / count
+    squares = all_sum(((h - mean) ** 2).sum(dim=dims, keepdim=True))
+    return mean, (squares / count).sqrt()
