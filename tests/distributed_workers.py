@@ -136,6 +136,10 @@ def worker(rank: int, world: int, port: int, out: str) -> None:
         svi.step(x)
     results["nan"] = {"first": first, "skipped": svi.skipped, "after_skip": after_skip}
     results["evaluation"] = evaluate(build("glow"), GLOW_PRESET, fid=False, progress=False)
+    try:
+        fit(build("glow"), float_images(), "all", **{**STEPS, "batch_size": 7})
+    except ValueError as error:
+        results["indivisible"] = str(error)
     fid_preset = override(GLOW_PRESET, fid_samples=6, temperature=0.7)
     results["fid"] = fid_scores(build("glow"), fid_preset, cache_dir=out, progress=False)
     torch.save(results, Path(out) / f"rank{rank}.pt")

@@ -71,6 +71,11 @@ def test_distributed_evaluation_equals_one_process(ranks):
         assert ranks[0]["evaluation"][key] == pytest.approx(single[key], rel=1e-12, abs=0), key
 
 
+def test_a_global_batch_that_does_not_divide_is_refused(ranks):
+    for result in ranks:
+        assert "batch_size 7 is the global batch" in result["indivisible"]
+
+
 def test_fid_gathers_every_ranks_samples(ranks):
     assert ranks[0]["fid"] == ranks[1]["fid"]  # rank 0's distance, broadcast
     assert ranks[0]["fid"]["fid_samples"] == 6
