@@ -85,7 +85,7 @@ def main(args: argparse.Namespace) -> float:
         if args.batch_size % world_size():
             raise SystemExit(f"--batch-size must divide by the {world_size()} processes")
         pixels = load_images("fashion-mnist", "train")[:images]
-        torch.manual_seed(args.seed)  # the same initial model everywhere (DDP checks it)
+        torch.manual_seed(args.seed)  # DDP starts every rank from rank 0's weights anyway
         vae = SmallFlowVAE(4 if args.smoke else 16, 32 if args.smoke else 256, 2).to(device)
         optim = MultiTensorAdam(lr=1e-3)
         svi = DataParallelSVI(vae.model, vae.guide, optim, Trace_ELBO(), parameters=vae)

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from pyro_vaeflow import __version__
-from pyro_vaeflow.distributed import is_main, process_group, world_size
+from pyro_vaeflow.distributed import is_main, local, process_group, rank, world_size
 from pyro_vaeflow.files import atomic_write
 from pyro_vaeflow.presets import PRESETS, Preset, get_preset, override
 from pyro_vaeflow.rundir import RunDir
@@ -80,7 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_evaluation(evaluate)
     sample = commands.add_parser("sample", help="draw samples into a PNG grid")
     _add_common(sample)
-    sample.add_argument("--n", type=int, default=64)
+    sample.add_argument(
+        "-n", "--num-samples", "--n", dest="n", type=int, default=64, help="samples in the grid"
+    )
     sample.add_argument("--temperature", type=float, default=0.5)
     sample.add_argument("--prior-temperature", type=float, default=1.0)
     sample.add_argument("--out", type=Path, help="PNG path (default: <run-dir>/samples.png)")
@@ -193,7 +195,8 @@ def _sample(args: argparse.Namespace, device: torch.device) -> None:
     options = sample_options(
         vae, temperature=args.temperature, prior_temperature=args.prior_temperature
     )
-    grid = image_grid(vae.sample(args.n, **options))
+    with local():  # an ActNorm that initialises here uses rank 0's own batch
+        grid = image_grid(vae.sample(args.n, **options))
     out = args.out or run.sample_grid_path
     atomic_write(out, lambda stream: save_image(grid, stream, format="png"))
     print(f"{args.n} samples at T={args.temperature}: {out}")
@@ -210,10 +213,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     share of the data, and rank 0 writes the files and prints.
     """
     args = build_parser().parse_args(argv)
-    try:
-        with process_group(args.device) as device:
+    with process_group(args.device) as device:
+        try:
             _COMMANDS[args.command](args, device)
-    except (ValueError, FileNotFoundError, FileExistsError) as error:
-        print(f"pyro-vaeflow {args.command}: error: {error}", file=sys.stderr)
-        return 2
+        except (ValueError, FileNotFoundError, FileExistsError) as error:
+            where = f" (rank {rank()})" if world_size() > 1 else ""
+            print(f"pyro-vaeflow {args.command}: error{where}: {error}", file=sys.stderr)
+            return 2
     return 0

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
@@ -32,10 +32,12 @@ __all__ = [
     "broadcast",
     "gather_cat",
     "gather_objects",
+    "gather_to_main",
     "init_from_environment",
     "is_main",
-    "main_first",
+    "local",
     "mean_and_std",
+    "on_main",
     "process_group",
     "rank",
     "rank_seed",
@@ -47,8 +49,26 @@ __all__ = [
 T = TypeVar("T")
 
 
+_local = 0  # the depth of local() blocks
+
+
 def _active() -> bool:
+    if _local:
+        return False
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+@contextmanager
+def local() -> Iterator[None]:
+    """Within the block this process acts alone, as without a process group: no collective is
+    made and shards are whole. For work that one rank does by itself, such as the figures or
+    the sample grid that rank 0 draws (an ActNorm that initialises there uses its own batch)."""
+    global _local
+    _local += 1
+    try:
+        yield
+    finally:
+        _local -= 1
 
 
 def rank() -> int:
@@ -70,10 +90,11 @@ def init_from_environment(device: str | torch.device = "cpu") -> torch.device:
     """Join the process group that ``torchrun`` describes in the environment, if any.
 
     Under ``torchrun`` (``WORLD_SIZE`` > 1 in the environment) this initialises
-    :mod:`torch.distributed` with NCCL for ``device="cuda"`` (each rank on
-    ``cuda:LOCAL_RANK``) and gloo otherwise, and sets each CPU process's threads to
-    ``OMP_NUM_THREADS`` (``torchrun`` sets it to 1 unless you set it) or, without it, to the
-    machine's cores over the processes on the machine. Without ``torchrun`` it does nothing.
+    :mod:`torch.distributed` with NCCL for CUDA tensors (each rank on ``cuda:LOCAL_RANK``) and
+    gloo for CPU tensors, or gloo alone for ``device="cpu"``, and sets each CPU process's
+    threads to ``OMP_NUM_THREADS`` (``torchrun`` sets it to 1 for several processes unless you
+    set it) or, where it is not set, to the machine's cores over its processes. Without
+    ``torchrun`` it does nothing.
 
     Returns:
         The device this process uses.
@@ -86,7 +107,7 @@ def init_from_environment(device: str | torch.device = "cpu") -> torch.device:
     if device.type == "cuda":
         device = torch.device("cuda", local)
         torch.cuda.set_device(device)
-        dist.init_process_group("nccl")
+        dist.init_process_group("cpu:gloo,cuda:nccl")  # small CPU reductions go through gloo
     else:
         dist.init_process_group("gloo")
         local_size = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
@@ -146,10 +167,14 @@ def shard(x: Tensor) -> Tensor:
 
 
 def all_sum(value: Tensor | float) -> Tensor | float:
-    """The sum over the ranks of ``value`` (a tensor, or a number), on every rank."""
+    """The sum over the ranks of ``value`` (a tensor, or a number, summed in float64), on
+    every rank."""
     if not _active():
         return value
-    tensor = value.detach().clone() if isinstance(value, Tensor) else torch.tensor(float(value))
+    if isinstance(value, Tensor):
+        tensor = value.detach().clone()
+    else:
+        tensor = torch.tensor(float(value), dtype=torch.float64)
     dist.all_reduce(tensor)
     return tensor if isinstance(value, Tensor) else float(tensor)
 
@@ -177,6 +202,30 @@ def gather_objects(value: T) -> list[T]:
     return values
 
 
+def gather_to_main(value: T) -> list[T] | None:
+    """Every rank's ``value`` in rank order on rank 0 (``None`` on the others)."""
+    if not _active():
+        return [value]
+    values: list[Any] | None = [None] * world_size() if is_main() else None
+    dist.gather_object(value, values, dst=0)
+    return values
+
+
+def on_main(function: Callable[[], T]) -> T:
+    """``function()`` run on rank 0, its result (or its exception) on every rank: the others
+    do not wait forever for a rank 0 that failed."""
+    outcome: tuple[bool, Any] = (True, None)
+    if is_main():
+        try:
+            outcome = (True, function())
+        except Exception as error:  # handed to every rank, then raised
+            outcome = (False, error)
+    ok, value = broadcast(outcome)
+    if not ok:
+        raise value
+    return value
+
+
 def gather_cat(tensor: Tensor) -> Tensor:
     """The ranks' ``tensor`` (of any length along dimension 0) concatenated in rank order, on
     every rank: the inverse of :func:`shard`."""
@@ -189,19 +238,6 @@ def barrier() -> None:
     """Wait until every rank gets here."""
     if _active():
         dist.barrier()
-
-
-@contextmanager
-def main_first() -> Iterator[bool]:
-    """Run the block on rank 0 first (yielding ``True`` there), then on the others: for work
-    that rank 0 does and the others then read, such as a cache it writes."""
-    if not is_main():
-        barrier()
-    try:
-        yield is_main()
-    finally:
-        if is_main():
-            barrier()
 
 
 def mean_and_std(h: Tensor, dims: list[int]) -> tuple[Tensor, Tensor]:

@@ -16,8 +16,9 @@ __all__ = ["atomic_write", "write_json"]
 def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], object]) -> Path:
     """Call ``write(stream)`` on a temporary file beside ``path``, sync it, then rename it.
 
-    Missing folders are created. If ``write`` raises (or the disk is full), the temporary
-    file is removed and ``path`` is left as it was.
+    Missing folders are created, and the file gets the permissions ``open`` would give it. If
+    ``write`` raises (or the disk is full), the temporary file is removed and ``path`` is left as
+    it was.
 
     Example:
         >>> import tempfile, pathlib
@@ -29,6 +30,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], object]) -
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(handle, 0o666 & ~_umask())  # as open() would make it, not mkstemp's 0600
         with os.fdopen(handle, "wb") as stream:
             write(stream)
             stream.flush()
@@ -38,6 +40,12 @@ def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], object]) -
         Path(temporary).unlink(missing_ok=True)
         raise
     return path
+
+
+def _umask() -> int:
+    current = os.umask(0)
+    os.umask(current)
+    return current
 
 
 def write_json(path: str | os.PathLike, data: object) -> Path:

@@ -14,7 +14,7 @@ from pyro.infer import Trace_ELBO
 from torch import Tensor
 
 from pyro_vaeflow.data import load_images
-from pyro_vaeflow.distributed import shard
+from pyro_vaeflow.distributed import local, shard
 from pyro_vaeflow.models import Glow, VAEFlow
 from pyro_vaeflow.presets import Preset, override
 from pyro_vaeflow.run import evaluate, fid_scores
@@ -118,6 +118,24 @@ class _NanOnOneRank(torch.nn.Module):
         pass
 
 
+def _prior_with_early_stopping() -> dict:
+    """The prior phase, with its validation split and early stopping, and 5 validation images
+    in the last batch (an uneven share per rank)."""
+    model = build("vae")
+    history = fit(
+        model,
+        float_images(),
+        "prior",
+        epochs=4,
+        batch_size=8,
+        lr=0.5,
+        patience=1,
+        val_fraction=0.2,
+        progress=False,
+    )
+    return {"history": history, "weights": model.state_dict()}
+
+
 def worker(rank: int, world: int, port: int, out: str) -> None:
     """Every check that needs several processes, on one rank; results saved under ``out``."""
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
@@ -136,6 +154,15 @@ def worker(rank: int, world: int, port: int, out: str) -> None:
         svi.step(x)
     results["nan"] = {"first": first, "skipped": svi.skipped, "after_skip": after_skip}
     results["evaluation"] = evaluate(build("glow"), GLOW_PRESET, fid=False, progress=False)
+    results["prior"] = _prior_with_early_stopping()
+    budget = 1e9 if rank == 0 else 0.0  # rank 0's clock decides for every rank
+    results["budget"] = fit(
+        build("glow"), float_images(), "all", **{**STEPS, "time_budget": budget}
+    )
+    if rank == 0:  # one rank alone, as the figures and the sample grid are drawn
+        with local():
+            results["alone"] = Glow((1, 28, 28), levels=2, depth=1, hidden_channels=4).sample(2)
+    torch.distributed.barrier()
     try:
         fit(build("glow"), float_images(), "all", **{**STEPS, "batch_size": 7})
     except ValueError as error:

@@ -71,6 +71,18 @@ def test_distributed_evaluation_equals_one_process(ranks):
         assert ranks[0]["evaluation"][key] == pytest.approx(single[key], rel=1e-12, abs=0), key
 
 
+def test_validation_early_stopping_and_the_budget_are_one_decision(ranks):
+    first, second = (result["prior"] for result in ranks)
+    assert [row["val_bpd"] for row in first["history"]] == [
+        row["val_bpd"] for row in second["history"]
+    ]
+    assert all(row["val_bpd"] > 0 for row in first["history"])
+    for name, value in first["weights"].items():
+        assert torch.equal(value, second["weights"][name]), name
+    assert len(ranks[0]["budget"]) == len(ranks[1]["budget"]) == 1  # rank 0's budget, for both
+    assert ranks[0]["alone"].shape == (2, 1, 28, 28)  # rank 0 alone made no collective
+
+
 def test_a_global_batch_that_does_not_divide_is_refused(ranks):
     for result in ranks:
         assert "batch_size 7 is the global batch" in result["indivisible"]
@@ -127,8 +139,8 @@ def test_the_cli_under_torchrun_trains_resumes_and_evaluates(tmp_path):
     assert not torch.equal(saved["ranks"][0]["torch"], saved["ranks"][1]["torch"])
 
     stopped = torchrun(2, "train", "--run-dir", str(killed), *TRAIN, "--epochs", "glow=2")
-    while not (killed / "vae.ckpt").exists() and stopped.poll() is None:
-        time.sleep(0.05)
+    while not (killed / "glow.ckpt").exists() and stopped.poll() is None:
+        time.sleep(0.05)  # killed in the glow phase: the resume restores each rank's stream
     kill_tree(stopped.pid)  # torchrun and its workers, as a scheduler would
     stopped.communicate()
     assert not (killed / "model.pt").exists()  # stopped in the middle

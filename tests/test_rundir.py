@@ -75,6 +75,12 @@ def test_checkpoints_name_their_phase(tmp_path):
         run.load_checkpoint("vae")
 
 
+def test_an_atomic_write_gets_the_permissions_of_a_plain_one(tmp_path):
+    (tmp_path / "plain").write_text("x")
+    written = write_json(tmp_path / "atomic.json", {})
+    assert written.stat().st_mode == (tmp_path / "plain").stat().st_mode
+
+
 def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path):
     path = write_json(tmp_path / "a.json", {"old": True})
 

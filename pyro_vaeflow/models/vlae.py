@@ -74,7 +74,9 @@ class VLAE(PixelCNNVAE):
     :func:`~pyro_vaeflow.infer.elbo`, :func:`~pyro_vaeflow.infer.log_likelihood` and ``fit``'s
     validation), :meth:`model` is the true model and the bounds are those of
     :math:`\log p(x)`. The paper's "0.01 nats per data dimension" is ``free_bits =
-    0.01 * D / free_bits_groups``.
+    0.01 * D / free_bits_groups``. Under data parallelism the batch average is over each
+    process's share of the global batch, so with free bits a step's gradient is close to, not
+    the same as, one process's (without them it is the same).
 
     Args:
         image_shape: ``(C, H, W)``.

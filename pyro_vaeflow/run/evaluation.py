@@ -17,10 +17,10 @@ from tqdm.auto import tqdm
 from pyro_vaeflow.data import binarize, dequantize, load_images, quantize
 from pyro_vaeflow.distributed import (
     barrier,
-    broadcast,
     gather_cat,
-    gather_objects,
+    gather_to_main,
     is_main,
+    on_main,
     rank_seed,
     shard,
     shard_bounds,
@@ -159,13 +159,14 @@ def fid_scores(
                 return quantize(draw(count).clamp(0.0, 1.0 - 1e-6))  # 8-bit, like the test set
 
             share = end - start
-            local = activations(eight_bit, network, share, progress=progress) if share else None
-            features = gather_objects(local)
-            value = None
-            if is_main():
+            mine = activations(eight_bit, network, share, progress=progress) if share else None
+            features = gather_to_main(mine)
+
+            def distance(features=features) -> float:
                 stats = moments(np.concatenate([f for f in features if f is not None]))
-                value = frechet_distance(stats, reference)
-            metrics[name] = broadcast(value)
+                return frechet_distance(stats, reference)
+
+            metrics[name] = on_main(distance)  # rank 0's, or its error, on every rank
     return metrics
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from pyro_vaeflow.distributed import local
 from pyro_vaeflow.models import ImageModel
 from pyro_vaeflow.rundir import RunDir
 
@@ -28,9 +29,10 @@ def make_figures(
     from pyro_vaeflow import plotting
 
     run = RunDir(run_dir)
-    figures = {
-        name: plotting.FIGURES[figure](model, seed=seed) for name, figure in model.figures().items()
-    }
+    with local():  # one process's drawing, even under a process group
+        figures = {
+            name: plotting.FIGURES[f](model, seed=seed) for name, f in model.figures().items()
+        }
     figures["training_curves"] = plotting.plot_training_curves(
         history or run.history(), steps=run.steps()
     )

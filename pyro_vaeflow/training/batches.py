@@ -31,8 +31,11 @@ class Batches:
         shard: under a :mod:`torch.distributed` process group, yield this rank's contiguous
             share of each global batch (:func:`~pyro_vaeflow.distributed.shard`), dequantised
             after sharding with this rank's noise: the global batch of step :math:`t` is the
-            same set of images whatever the number of processes. A final batch with fewer
-            images than processes is left out. Without a group, every batch is whole.
+            same set of images whatever the number of processes. Without a group, every batch
+            is whole.
+        drop_short_last: with ``shard``, leave out a final batch with fewer images than
+            processes (a training step needs an image on every rank); ``False`` gives some
+            ranks an empty share of it instead (validation).
 
     Example:
         >>> batches = Batches(torch.zeros(10, 1, 4, 4, dtype=torch.uint8), batch_size=4)
@@ -49,6 +52,7 @@ class Batches:
         generator: torch.Generator | None = None,
         noise_seed: int | None = None,
         shard: bool = False,
+        drop_short_last: bool = True,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -64,12 +68,13 @@ class Batches:
         self.data, self.batch_size, self.n_bits, self.shuffle = data, batch_size, n_bits, shuffle
         self.generator = generator or torch.Generator().manual_seed(0)
         self.noise_seed = noise_seed
-        self.shard = shard
+        self.shard, self.drop_short_last = shard, drop_short_last
         self._noise: torch.Generator | None = None
 
     def __len__(self) -> int:
         steps = -(-len(self.data) // self.batch_size)
-        return steps - (self.shard and 0 < self.global_size(steps - 1) < world_size())
+        short = self.shard and self.drop_short_last and self.global_size(steps - 1) < world_size()
+        return steps - short
 
     def global_size(self, step: int) -> int:
         """The number of images of global batch ``step`` (counted from 0), over all ranks."""

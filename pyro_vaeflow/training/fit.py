@@ -200,6 +200,7 @@ def _validation(
         shuffle=False,
         noise_seed=rank_seed(config.seed),
         shard=True,
+        drop_short_last=False,  # every validation image counts
     )
     return data, val_batches, stopping
 
@@ -268,9 +269,9 @@ def _bits_per_dim(model: nn.Module, batches: Batches | None, seed: int) -> float
         torch.manual_seed(rank_seed(seed))
         elbo, total, count = Trace_ELBO(), 0.0, 0
         for x in batches:  # this rank's shares, summed over the ranks below
-            x = to_model(x, model)
-            total += elbo.loss(model.model, model.guide, x)
-            count += len(x)
+            if len(x):
+                total += elbo.loss(model.model, model.guide, to_model(x, model))
+                count += len(x)
     return loss_to_bits_per_dim(all_sum(total), all_sum(count), model.num_dims, batches.n_bits)
 
 

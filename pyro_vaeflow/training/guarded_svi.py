@@ -70,6 +70,7 @@ class GuardedSVI(SVI):
                 "(register each part with pyro.module or pyro.param; a part frozen by the "
                 "training phase is not registered)"
             )
+        self._check_registered(params)
         # A gradient's sum is finite unless an entry is NaN or ±inf (or the sum overflows float
         # range), and a sum is cheaper than an isfinite mask as large as the gradient.
         sums = [p.grad.sum() for p in params if p.grad is not None]
@@ -88,3 +89,6 @@ class GuardedSVI(SVI):
                 "the data for NaN/Inf"
             )
         return loss if finite else math.nan
+
+    def _check_registered(self, params: set) -> None:
+        """A subclass's check of the parameters a step trains (none here)."""

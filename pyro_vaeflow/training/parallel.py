@@ -80,10 +80,12 @@ class DataParallelSVI(GuardedSVI):
         self.ddp = DistributedDataParallel(
             elbo_module, device_ids=[device] if device.type == "cuda" else None
         )
-        # Pyro's SVI keeps the ELBO's own functions as attributes; these take their place.
-        self.loss_and_grads, self.loss = self._global_loss_and_grads, self._global_loss
+        self._reduced = {id(p) for p in parameters.parameters() if p.requires_grad}
+        # Pyro's SVI keeps the ELBO's own functions as attributes; the methods below take
+        # their place.
+        del self.loss_and_grads, self.loss
 
-    def _global_loss_and_grads(self, model, guide, *args, **kwargs) -> float:
+    def loss_and_grads(self, model, guide, *args, **kwargs) -> float:
         """The global batch's loss, and this rank's backward pass through DDP unless the loss
         is not finite on some rank (a distribution that refused a NaN parameter counts as
         one): then no rank takes it, and the step is skipped everywhere."""
@@ -93,14 +95,23 @@ class DataParallelSVI(GuardedSVI):
             if "found invalid values" not in str(error):
                 raise
             loss = None
-        local = loss.detach() if loss is not None else torch.tensor(float("nan"))
-        total = float(all_sum(local.to(torch.float64)))  # one decision for every rank
+        local = torch.tensor(math.nan) if loss is None else loss.detach().cpu()
+        total = float(all_sum(local.double()))  # one decision for every rank
         if math.isfinite(total):
             (world_size() * loss).backward()
         return total
 
-    def _global_loss(self, model, guide, *args, **kwargs) -> float:
+    def loss(self, model, guide, *args, **kwargs) -> float:
         """The global batch's loss, without gradients (what ``evaluate_loss`` returns)."""
         with torch.no_grad():
             loss = self.loss_function.differentiable_loss(model, guide, *args, **kwargs)
-        return float(all_sum(loss))
+        return float(all_sum(loss.detach().cpu().double()))
+
+    def _check_registered(self, params: set) -> None:
+        """Refuse a parameter that DDP does not reduce: the ranks would drift apart."""
+        if self.ddp is not None and any(id(p) not in self._reduced for p in params):
+            raise ValueError(
+                "the model or guide trains a parameter that is not in the module given as "
+                "`parameters` (a pyro.param of its own?), so the processes would train it "
+                "apart: make it part of that module"
+            )
