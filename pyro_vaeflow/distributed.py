@@ -15,6 +15,7 @@ Example:
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import os
 from collections.abc import Callable, Iterator
@@ -103,9 +104,9 @@ def init_from_environment(device: str | torch.device = "cpu") -> torch.device:
     size = int(os.environ.get("WORLD_SIZE", "1"))
     if size <= 1 or dist.is_initialized():
         return device
-    local = int(os.environ.get("LOCAL_RANK", "0"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if device.type == "cuda":
-        device = torch.device("cuda", local)
+        device = torch.device("cuda", local_rank)
         torch.cuda.set_device(device)
         dist.init_process_group("cpu:gloo,cuda:nccl")  # small CPU reductions go through gloo
     else:
@@ -128,6 +129,7 @@ def process_group(device: str | torch.device = "cpu") -> Iterator[torch.device]:
         yield device
     finally:
         if made and dist.is_initialized():
+            gc.collect()  # free what still holds the group's work first, or gloo may abort at exit
             dist.destroy_process_group()
 
 
