@@ -8,6 +8,7 @@ whole property suite of ``test_transforms.py`` by adding one line here.
 from __future__ import annotations
 
 import torch
+from pyro.distributions.transforms import Permute, affine_autoregressive, spline_coupling
 
 from pyro_vaeflow.transforms import (
     ActNorm2d,
@@ -15,9 +16,11 @@ from pyro_vaeflow.transforms import (
     AffineCoupling1d,
     AffineCoupling2d,
     AutoregressiveFlow,
+    ComposeFlow,
     InvConv1x1,
     Squeeze2d,
     Unsqueeze2d,
+    conditional_glow,
     glow,
     realnvp,
 )
@@ -35,6 +38,14 @@ def initialised_glow(**kwargs):
     flow = glow(**kwargs)
     flow.inv(3.0 + 2.0 * torch.randn(16, kwargs["channels"], 4, 4))
     return perturb(flow)
+
+
+def conditioned_glow(coupling: str):
+    """A conditional Glow at a fixed unbatched context, its actnorm initialised on data."""
+    flow = conditional_glow(2, 3, depth=2, hidden_channels=6, coupling=coupling, squeeze=1)
+    conditioned = flow.condition(torch.tensor([1.0, -0.5, 2.0]))
+    conditioned.inv(3.0 + 2.0 * torch.randn(16, 2, 4, 4))
+    return perturb(conditioned)
 
 
 CASES = [
@@ -61,12 +72,28 @@ CASES = [
         lambda: initialised_glow(channels=2, depth=2, hidden_channels=6),
         (2, 4, 4),
     ),
+    ("conditional_glow-additive", lambda: conditioned_glow("additive"), (2, 4, 4)),
+    ("conditional_glow-affine", lambda: conditioned_glow("affine"), (2, 4, 4)),
     ("AffineCoupling1d", lambda: perturb(AffineCoupling1d(5, hidden_dims=(8, 8))), (5,)),
     ("realnvp", lambda: perturb(realnvp(4, num_layers=3, hidden_dims=(8, 8))), (4,)),
     (
         "AutoregressiveFlow-affine",
         lambda: perturb(AutoregressiveFlow(4, num_steps=2, hidden_dims=(8,), affine=True)),
         (4,),
+    ),
+    (
+        "ComposeFlow-pyro-transforms",
+        lambda: perturb(
+            ComposeFlow(
+                [
+                    spline_coupling(6, hidden_dims=[8]),
+                    Permute(torch.arange(5, -1, -1)),
+                    affine_autoregressive(6, hidden_dims=[12]),
+                ]
+            ),
+            scale=0.1,
+        ),
+        (6,),
     ),
     (
         "AutoregressiveFlow-shift",

@@ -38,6 +38,7 @@ def load_script(name: str) -> ModuleType:
         "bench_ops",
         "bench_allocator",
         "bench_data_parallel",
+        "bench_jit",
         "flops_glow_layer",
         "scaling_model",
     ],

@@ -133,6 +133,17 @@ def test_save_then_load_gives_an_identical_log_density(case, model, tmp_path):
     assert torch.equal(elbo(loaded.model, loaded.guide, x), expected)
 
 
+def test_save_then_load_keeps_every_switch(case, model, tmp_path):
+    if not model.switches():
+        pytest.skip(f"{type(model).__name__} has no switches")
+    for flag in model.switches():
+        setattr(model, flag, False)
+        loaded = load_model(model.save(tmp_path / f"{flag}.pt"))
+        assert getattr(loaded, flag) is False
+        setattr(model, flag, True)
+        assert getattr(load_model(model.save(tmp_path / "on.pt")), flag) is True
+
+
 def test_samples_have_the_image_shape_and_range(case, model):
     model.eval()
     samples = model.sample(3, **sample_options(model, progress=False))

@@ -7,11 +7,18 @@ from typing import ClassVar
 
 import torch
 from pyro.distributions import TorchDistribution
+from pyro.distributions.conditional import ConditionalTransform
 from torch import Tensor
-from torch.distributions import Transform, constraints
+from torch.distributions import Distribution, Transform, constraints
 from torch.distributions.utils import _sum_rightmost, broadcast_all
 
-from pyro_vaeflow.validation import check_number
+from pyro_vaeflow.distributions._checks import (
+    check_fits,
+    checked_temperature,
+    conditioned,
+    flow_tensor,
+    no_closed_form,
+)
 
 __all__ = ["FlowDecoder", "FlowNormal", "FlowPrior"]
 
@@ -25,16 +32,28 @@ class FlowNormal(TorchDistribution):
 
     The temperature :math:`T` only affects sampling; :meth:`log_prob` is the density at
     :math:`T = 1`. The last ``event_dim`` dimensions of ``loc`` form the base event; the others
-    are batch dimensions.
+    are batch dimensions. The support is the flow's codomain.
+
+    The mean, variance, entropy and CDF have no closed form (:math:`\mathbb{E}[f(\bar x)] \ne
+    f(\mu)` for a nonlinear :math:`f`; :math:`f(\mu)` is what :math:`T = 0` draws): they raise a
+    ``NotImplementedError`` that says so, and
+    :func:`~pyro_vaeflow.distributions.sample_moments` estimates the mean and variance.
+
+    With validation on, construction checks that ``loc``'s event fits the flow (its channels or
+    its size), and that ``loc``, ``scale`` and the flow's parameters share one dtype and device;
+    :meth:`log_prob` checks the value's shape, finiteness and support.
 
     Args:
         loc: the base mean :math:`\mu`.
         scale: the base standard deviation :math:`\sigma > 0`.
         flow: a bijection base → data on ``event_dim`` dimensions, e.g. a
-            :class:`~pyro_vaeflow.transforms.Flow`.
+            :class:`~pyro_vaeflow.transforms.Flow`, or a Pyro ``ConditionalTransform`` (then
+            ``context`` is required and the flow is ``flow.condition(context)``).
         event_dim: the number of event dimensions.
-        temperature: the sampling temperature :math:`T \ge 0`.
+        temperature: the sampling temperature :math:`T \ge 0`, a number or a tensor that
+            broadcasts against the batch shape (one temperature per image, say).
         validate_args: as for any Pyro distribution.
+        context: what a conditional flow is conditioned on (a label, or :math:`z`).
     """
 
     arg_constraints: ClassVar[dict[str, constraints.Constraint]] = {
@@ -47,36 +66,73 @@ class FlowNormal(TorchDistribution):
         self,
         loc: Tensor,
         scale: Tensor | float,
-        flow: Transform,
+        flow: Transform | ConditionalTransform,
         event_dim: int,
-        temperature: float = 1.0,
+        temperature: float | Tensor = 1.0,
         validate_args: bool | None = None,
+        *,
+        context: Tensor | None = None,
     ) -> None:
-        if not isinstance(flow, Transform):
-            raise TypeError(f"flow must be a torch Transform, got {type(flow).__name__}")
+        name = type(self).__name__
+        flow = conditioned(name, flow, context)
         if flow.domain.event_dim > event_dim:
             raise ValueError(
-                f"{type(self).__name__} needs a flow on at most {event_dim} event dimensions, "
+                f"{name} needs a flow on at most {event_dim} event dimensions, "
                 f"got one on {flow.domain.event_dim}"
             )
-        check_number("temperature", temperature, low=0.0)
         self.loc, self.scale = broadcast_all(loc, scale)
         if self.loc.dim() < event_dim:
             raise ValueError(
-                f"{type(self).__name__} needs loc with at least {event_dim} dimensions, "
+                f"{name} needs loc with at least {event_dim} dimensions, "
                 f"got shape {tuple(self.loc.shape)}"
             )
-        self.flow = flow
-        self.temperature = float(temperature)
-        self._event_dim = event_dim
         split = self.loc.dim() - event_dim
+        self.flow, self._event_dim = flow, event_dim
         self.base_event_shape = self.loc.shape[split:]
+        validate = Distribution._validate_args if validate_args is None else validate_args
+        if validate:
+            check_fits(name, self.loc, self.scale, flow, self.base_event_shape)
+        self.temperature = checked_temperature(name, temperature, self.loc.shape[:split])
         event_shape = torch.Size(flow.forward_shape(self.base_event_shape))
         super().__init__(self.loc.shape[:split], event_shape, validate_args=validate_args)
 
     @property
     def support(self) -> constraints.Constraint:
-        return constraints.independent(constraints.real, self._event_dim)
+        """The flow's codomain over the event dimensions (the reals for a Glow; the unit
+        interval with a sigmoid at the end of the flow)."""
+        codomain = self.flow.codomain
+        extra = len(self.event_shape) - codomain.event_dim
+        return constraints.independent(codomain, extra) if extra > 0 else codomain
+
+    @property
+    def mean(self) -> Tensor:
+        raise NotImplementedError(no_closed_form(self, "mean"))
+
+    @property
+    def variance(self) -> Tensor:
+        raise NotImplementedError(no_closed_form(self, "variance"))
+
+    @property
+    def stddev(self) -> Tensor:
+        raise NotImplementedError(no_closed_form(self, "stddev"))
+
+    def entropy(self) -> Tensor:
+        raise NotImplementedError(
+            f"{type(self).__name__}.entropy has no closed form: H[x] = H[x̄] + "
+            "E[log|det ∂f/∂x̄|] needs the flow's log-determinant averaged over samples; "
+            "estimate it as -d.log_prob(d.sample((n,))).mean(0)"
+        )
+
+    def cdf(self, value: Tensor) -> Tensor:
+        raise NotImplementedError(
+            f"{type(self).__name__} is a density over whole images (or vectors), which have no "
+            "CDF in torch's sense; compare log_prob values, or estimate P(x ∈ A) from samples"
+        )
+
+    def icdf(self, value: Tensor) -> Tensor:
+        raise NotImplementedError(
+            f"{type(self).__name__} has no inverse CDF: draw samples with sample() or rsample()"
+        )
 
     def expand(self, batch_shape, _instance=None) -> FlowNormal:
         new = self._get_checked_instance(type(self), _instance)
@@ -94,9 +150,13 @@ class FlowNormal(TorchDistribution):
         noise = torch.randn(
             shape + self.base_event_shape, dtype=self.loc.dtype, device=self.loc.device
         )
-        return self.flow(self.loc + self.temperature * self.scale * noise)
+        temperature = self.temperature
+        if isinstance(temperature, Tensor):  # one per batch element: over the base event
+            temperature = temperature.reshape(temperature.shape + (1,) * len(self.base_event_shape))
+        return self.flow(self.loc + temperature * self.scale * noise)
 
     def log_prob(self, value: Tensor) -> Tensor:
+        self._check_event_shape(value)  # always: else a flow names its internal shapes
         if self._validate_args:
             self._validate_sample(value)
         base = self.flow.inv(value)
@@ -106,7 +166,7 @@ class FlowNormal(TorchDistribution):
         log_density = -0.5 * z**2 - self.scale.log() - 0.5 * math.log(2 * math.pi)
         return _sum_rightmost(log_density, self._event_dim) - log_det
 
-    def _validate_sample(self, value: Tensor) -> None:
+    def _check_event_shape(self, value: Tensor) -> None:
         name = type(self).__name__
         if not isinstance(value, Tensor):
             raise ValueError(f"{name}.log_prob expects a tensor, got {type(value).__name__}")
@@ -117,6 +177,10 @@ class FlowNormal(TorchDistribution):
                 f"{name}.log_prob expects values of shape [..., {expected}] "
                 f"(event shape {tuple(self.event_shape)}), got {tuple(value.shape)}"
             )
+
+    def _validate_sample(self, value: Tensor) -> None:
+        name = type(self).__name__
+        n = len(self.event_shape)
         try:
             torch.broadcast_shapes(value.shape[: value.dim() - n], self.batch_shape)
         except RuntimeError:
@@ -127,6 +191,12 @@ class FlowNormal(TorchDistribution):
         if not torch.isfinite(value).all():
             bad = (~torch.isfinite(value)).sum().item()
             raise ValueError(f"{name}.log_prob got {bad} NaN or infinite values")
+        outside = ~self.support.check(value)
+        if outside.any():
+            raise ValueError(
+                f"{name}.log_prob got {outside.sum().item()} values outside the support "
+                f"{self.support} (the flow's codomain)"
+            )
 
 
 class FlowDecoder(FlowNormal):
@@ -148,8 +218,11 @@ class FlowDecoder(FlowNormal):
         loc: the mean :math:`g_\mu(z)`, shape ``[..., C, H, W]``.
         scale: the standard deviation :math:`g_\sigma(z) > 0`, broadcastable to ``loc``.
         flow: an image flow base → data, e.g. :func:`~pyro_vaeflow.transforms.glow`.
-        temperature: the sampling temperature :math:`T` of the base Gaussian.
+        temperature: the sampling temperature :math:`T` of the base Gaussian, a number or a
+            tensor that broadcasts against the batch shape.
         validate_args: as for any Pyro distribution.
+        context: the context of a conditional flow (a Pyro ``ConditionalTransform``, such as
+            :func:`~pyro_vaeflow.transforms.conditional_glow`), e.g. a one-hot label.
 
     Example:
         >>> import pyro
@@ -172,11 +245,13 @@ class FlowDecoder(FlowNormal):
         self,
         loc: Tensor,
         scale: Tensor | float,
-        flow: Transform,
-        temperature: float = 1.0,
+        flow: Transform | ConditionalTransform,
+        temperature: float | Tensor = 1.0,
         validate_args: bool | None = None,
+        *,
+        context: Tensor | None = None,
     ) -> None:
-        super().__init__(loc, scale, flow, 3, temperature, validate_args)
+        super().__init__(loc, scale, flow, 3, temperature, validate_args, context=context)
 
 
 class FlowPrior(FlowNormal):
@@ -188,9 +263,11 @@ class FlowPrior(FlowNormal):
 
     Args:
         dim: the dimension :math:`D`.
-        flow: a vector flow base → data, e.g. :func:`~pyro_vaeflow.transforms.realnvp`.
-        temperature: the sampling temperature :math:`T`.
+        flow: a vector flow base → data, e.g. :func:`~pyro_vaeflow.transforms.realnvp`, or a
+            conditional one with ``context``.
+        temperature: the sampling temperature :math:`T` (a number or a tensor).
         validate_args: as for any Pyro distribution.
+        context: the context of a conditional flow.
 
     Example:
         >>> from pyro_vaeflow.transforms import realnvp
@@ -203,11 +280,13 @@ class FlowPrior(FlowNormal):
     def __init__(
         self,
         dim: int,
-        flow: Transform,
-        temperature: float = 1.0,
+        flow: Transform | ConditionalTransform,
+        temperature: float | Tensor = 1.0,
         validate_args: bool | None = None,
+        *,
+        context: Tensor | None = None,
     ) -> None:
-        reference = next(iter(flow.parameters()), None) if hasattr(flow, "parameters") else None
+        reference = flow_tensor(flow)
         options = (
             {} if reference is None else {"dtype": reference.dtype, "device": reference.device}
         )
@@ -218,4 +297,5 @@ class FlowPrior(FlowNormal):
             1,
             temperature,
             validate_args,
+            context=context,
         )

@@ -297,8 +297,16 @@ class ImageModel(nn.Module):
             "architecture": self.architecture,
             "config": self.config,
             "model": self.state_dict(),
+            "switches": {flag: bool(getattr(self, flag)) for flag in self.switches()},
         }
         return save_checkpoint(payload, path)
+
+    def switches(self) -> tuple[str, ...]:
+        """The model's boolean switches: those its phases and ELBO variants turn off (a
+        ``VAEFlow``'s ``glow_enabled``). :meth:`save` keeps their values, :meth:`load` restores
+        them."""
+        declared = [*self.phases.values(), *self.elbo_variants().values()]
+        return tuple(sorted({flag for part in declared for flag in part.switches_off}))
 
     @classmethod
     def upgrade_state_dict(cls, state: dict) -> dict:
@@ -333,4 +341,8 @@ class ImageModel(nn.Module):
             model.load_state_dict(cls.upgrade_state_dict(payload["model"]))
         except RuntimeError as error:
             raise CheckpointError(f"{path}: the weights do not fit the model ({error})") from None
+        for flag, value in payload.get("switches", {}).items():  # older files have none
+            if flag not in model.switches() or not isinstance(value, bool):
+                raise CheckpointError(f"{path}: {cls.__name__} has no switch {flag!r}")
+            setattr(model, flag, value)
         return model.to(map_location)

@@ -8,7 +8,7 @@ from torch.distributions import constraints
 
 from pyro_vaeflow.distributed import mean_and_std
 from pyro_vaeflow.transforms.base import Flow
-from pyro_vaeflow.transforms.shapes import check_image
+from pyro_vaeflow.transforms.shapes import check_image, with_channels
 
 __all__ = ["ActNorm2d"]
 
@@ -92,6 +92,9 @@ class ActNorm2d(Flow):
         if not self.initialized:
             self._initialize(x, data_side=True)
         return (x - self.loc) * torch.exp(-self.log_scale), self._log_det(x)
+
+    def expected_shape(self, shape: torch.Size) -> torch.Size:
+        return with_channels(shape, self.channels)
 
     def extra_repr(self) -> str:
         return f"{self.channels}, initialized={bool(self.initialized)}"

@@ -11,6 +11,7 @@ from torch import Tensor, nn
 from torch.distributions import constraints
 
 from pyro_vaeflow.transforms.base import Flow
+from pyro_vaeflow.transforms.shapes import with_last
 from pyro_vaeflow.validation import check_int
 
 __all__ = ["AutoregressiveFlow"]
@@ -119,6 +120,9 @@ class AutoregressiveFlow(Flow):
                 x = shift + (target if log_scale is None else target * torch.exp(log_scale))
             h = x
         return h, -self._density(h)[1].sum(-1)
+
+    def expected_shape(self, shape: torch.Size) -> torch.Size:
+        return with_last(shape, self.dim)
 
     def log_prob_per_dim(self, z: Tensor) -> Tensor:
         r"""The terms :math:`\log \mathcal{N}(\varepsilon_j; 0, 1) + \log|\partial\varepsilon_j /

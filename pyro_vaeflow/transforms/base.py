@@ -14,9 +14,10 @@ so each log-determinant is computed once, in the same pass as the value.
 The cache (``cache_size=1``) remembers the last pair :math:`(u, x)` and its log-determinant.
 Unlike torch's identity-keyed cache it never hands back a stale value: an entry is only reused
 while every parameter and buffer of the flow still has the version it had when the entry was
-made (an optimiser step changes it), while the autograd mode is the same, while the cached
-input and output have not been modified in place, and while no backward pass has gone through
-the entry (which frees its graph). Pyro issue #2564 is the bug this avoids.
+made (an optimiser step changes it), while the autograd mode and the JIT tracing state are the
+same, while the cached input and output have not been modified in place, and while no backward
+pass has gone through the entry (which frees its graph). Pyro issue #2564 is the bug this
+avoids; the tracing state keeps Pyro's JIT ELBOs from baking an eager tensor into a trace.
 """
 
 from __future__ import annotations
@@ -28,9 +29,10 @@ import torch
 import torch.utils.checkpoint
 from pyro.distributions.torch_transform import TransformModule
 from torch import Tensor, nn
-from torch.distributions import constraints
+from torch.distributions import Transform, constraints
+from torch.distributions.utils import _sum_rightmost
 
-__all__ = ["ComposeFlow", "Flow"]
+__all__ = ["ComposeFlow", "Flow", "TransformFlow"]
 
 
 class _CacheEntry:
@@ -66,11 +68,15 @@ def state_stamp(module: nn.Module) -> tuple:
     """A key that changes whenever a parameter or buffer of ``module`` is modified.
 
     It combines each tensor's in-place version counter and storage address with the autograd
-    mode, so values computed under ``torch.no_grad()`` are not reused when gradients are needed.
+    mode, so values computed under ``torch.no_grad()`` are not reused when gradients are needed,
+    and with the JIT tracing state (``None`` outside a trace), so a value computed outside a
+    :func:`torch.jit.trace` (or in another trace) never enters one: Pyro's ``JitTrace_ELBO``
+    runs the model once eagerly, then traces it with the same tensors.
     """
     tensors: Iterable[Tensor] = (*module.parameters(), *module.buffers())
     return (
         torch.is_grad_enabled(),
+        torch._C._get_tracing_state(),
         tuple((t._version, t.data_ptr(), t.requires_grad) for t in tensors),
     )
 
@@ -188,12 +194,134 @@ class Flow(TransformModule):
         self._remember(u, x_new, log_det)
         return log_det
 
+    def expected_shape(self, shape: torch.Size) -> torch.Size:
+        """The base event shape this flow takes in place of ``shape``: ``shape`` itself when it
+        fits, else ``shape`` with what the flow fixes (its channels, its dimension) put right.
+
+        :class:`~pyro_vaeflow.distributions.FlowNormal` uses it to name a mismatch in the
+        user's own shapes rather than in a layer's internal (squeezed) ones.
+        """
+        return torch.Size(shape)
+
     def clear_cache(self) -> None:
         """Drop the cached pair (it is never reused when stale, so this only frees memory)."""
         self._pair_cache.clear()
 
     def extra_repr(self) -> str:
         return "" if self._cache_size else "cache_size=0"
+
+
+class TransformFlow(Flow):
+    r"""Any torch or Pyro :class:`~torch.distributions.Transform` as a :class:`Flow`.
+
+    The value comes from the transform, the log-determinant from its
+    ``log_abs_det_jacobian`` (summed over the transform's own event dimensions, as torch
+    does), so Pyro's ``spline_coupling``, ``affine_autoregressive`` or a
+    :class:`~torch.distributions.transforms.SigmoidTransform` can sit in a
+    :class:`ComposeFlow` beside the image flows. The transform's own caches are emptied around
+    each call, so they never return a stale pair; this wrapper's ``(u, x)`` cache is the
+    versioned one of :class:`Flow`.
+
+    Args:
+        transform: the bijection, base → data.
+        cache_size: see :class:`Flow`.
+
+    Example:
+        >>> from torch.distributions.transforms import SigmoidTransform
+        >>> flow = TransformFlow(SigmoidTransform())
+        >>> x, log_det = flow.forward_and_log_det(torch.zeros(2, 3))
+        >>> x, log_det.shape  # the sigmoid's own event dimension is 0
+        (tensor([[0.5000, 0.5000, 0.5000],
+                [0.5000, 0.5000, 0.5000]]), torch.Size([2, 3]))
+    """
+
+    def __init__(self, transform: Transform, cache_size: int = 1) -> None:
+        super().__init__(cache_size=cache_size)
+        if not isinstance(transform, Transform):
+            raise TypeError(
+                f"TransformFlow wraps a torch Transform, got {type(transform).__name__}"
+            )
+        if not transform.bijective:
+            raise ValueError(f"{type(transform).__name__} is not bijective: it cannot be a flow")
+        self.transform = transform
+        self.domain, self.codomain = transform.domain, transform.codomain
+
+    @property
+    def sign(self) -> int:
+        return self.transform.sign
+
+    def _forget(self) -> None:
+        # torch's identity-keyed cache (``_cached_x_y``) could hand back a pair computed with
+        # older parameters (Pyro issue #2564), and Pyro's transforms keep the log-determinant of
+        # that pair beside it (``_cache_log_detJ``, ``_cached_log_scale``, ...), which they read
+        # in ``log_abs_det_jacobian``. All are emptied before a call, so nothing stale is
+        # reused, and after it, so no graph is kept (and the flow can be deep-copied).
+        inner = self.transform.modules() if isinstance(self.transform, nn.Module) else ()
+        for transform in [self.transform, *inner]:  # a coupling's splines have caches too
+            for name in [name for name in vars(transform) if name.startswith("_cache")]:
+                if name != "_cache_size":
+                    setattr(transform, name, (None, None) if name == "_cached_x_y" else None)
+
+    def forward_and_log_det(self, u: Tensor) -> tuple[Tensor, Tensor]:
+        self._forget()
+        x = self.transform(u)
+        log_det = self.transform.log_abs_det_jacobian(u, x)
+        self._forget()
+        return x, log_det
+
+    def inverse_and_log_det(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        self._forget()
+        u = self.transform.inv(x)
+        log_det = self.transform.log_abs_det_jacobian(u, x)
+        self._forget()
+        return u, log_det
+
+    def forward_shape(self, shape: torch.Size) -> torch.Size:
+        return torch.Size(self.transform.forward_shape(shape))
+
+    def inverse_shape(self, shape: torch.Size) -> torch.Size:
+        return torch.Size(self.transform.inverse_shape(shape))
+
+    def extra_repr(self) -> str:
+        return ", ".join(
+            option for option in (repr(self.transform), super().extra_repr()) if option
+        )
+
+
+def as_flow(part: Transform) -> Flow:
+    """``part`` itself if it is a :class:`Flow`, else ``part`` wrapped in :class:`TransformFlow`;
+    a conditional transform or anything else raises a ``TypeError``."""
+    if isinstance(part, Flow):
+        return part
+    if isinstance(part, Transform):
+        return TransformFlow(part)
+    hint = (
+        " (a conditional transform: call .condition(context) first)"
+        if hasattr(part, "condition")
+        else ""
+    )
+    raise TypeError(f"a flow must be a torch Transform, got {type(part).__name__}{hint}")
+
+
+def _composed_constraints(parts: Sequence[Flow]) -> tuple:
+    """The domain and codomain of the composition, with the largest event dimension of its
+    parts (as :class:`torch.distributions.transforms.ComposeTransform` computes them)."""
+    domain_dim = parts[-1].codomain.event_dim
+    for part in reversed(parts):
+        domain_dim = max(
+            domain_dim + part.domain.event_dim - part.codomain.event_dim, part.domain.event_dim
+        )
+    codomain_dim = parts[0].domain.event_dim
+    for part in parts:
+        codomain_dim = max(
+            codomain_dim + part.codomain.event_dim - part.domain.event_dim, part.codomain.event_dim
+        )
+    domain, codomain = parts[0].domain, parts[-1].codomain
+    if domain_dim > domain.event_dim:
+        domain = constraints.independent(domain, domain_dim - domain.event_dim)
+    if codomain_dim > codomain.event_dim:
+        codomain = constraints.independent(codomain, codomain_dim - codomain.event_dim)
+    return domain, codomain
 
 
 class ComposeFlow(Flow):
@@ -206,6 +334,12 @@ class ComposeFlow(Flow):
     Each part's log-determinant is computed in the same pass as its value, in either direction.
     The parts' own caches are bypassed (their ``forward_and_log_det``/``inverse_and_log_det``
     are called); only the composition caches its last ``(u, x)`` pair.
+
+    A part may be any torch or Pyro :class:`~torch.distributions.Transform` (it is wrapped in
+    :class:`TransformFlow`), on any event dimension: as in torch's ``ComposeTransform``, the
+    composition's event dimension is the largest of its parts', and each part's log-determinant
+    is summed over the event dimensions it leaves to the batch. Its domain is its first part's,
+    its codomain its last part's (a sigmoid at the end makes it the unit interval).
 
     **Gradient checkpointing.** With ``checkpoint=True``, while gradients are being recorded
     (:func:`torch.is_grad_enabled`), every part that has parameters runs under
@@ -221,7 +355,7 @@ class ComposeFlow(Flow):
     pass.
 
     Args:
-        parts: the flows, in base → data order; they must share one event dimension.
+        parts: the flows or transforms, in base → data order.
         cache_size: see :class:`Flow`.
         checkpoint: recompute the parts' internals in the backward pass instead of storing them.
 
@@ -234,22 +368,14 @@ class ComposeFlow(Flow):
     """
 
     def __init__(
-        self, parts: Sequence[Flow], cache_size: int = 1, checkpoint: bool = False
+        self, parts: Sequence[Transform], cache_size: int = 1, checkpoint: bool = False
     ) -> None:
         super().__init__(cache_size=cache_size)
         self.checkpoint = bool(checkpoint)
         if len(parts) == 0:
             raise ValueError("ComposeFlow needs at least one part")
-        for part in parts:
-            if not isinstance(part, Flow):
-                raise TypeError(f"parts must be pyro_vaeflow Flows, got {type(part).__name__}")
-        event_dims = {part.domain.event_dim for part in parts}
-        if len(event_dims) != 1:
-            raise ValueError(f"all parts must share one event dimension, got {sorted(event_dims)}")
-        self.parts = nn.ModuleList(parts)
-        event_dim = event_dims.pop()
-        self.domain = constraints.independent(constraints.real, event_dim)
-        self.codomain = constraints.independent(constraints.real, event_dim)
+        self.parts = nn.ModuleList([as_flow(part) for part in parts])
+        self.domain, self.codomain = _composed_constraints(self.parts)
 
     def _checkpointed(self, part: Flow) -> bool:
         """Whether ``part`` runs under gradient checkpointing on this call."""
@@ -268,17 +394,19 @@ class ComposeFlow(Flow):
         return function(h)
 
     def forward_and_log_det(self, u: Tensor) -> tuple[Tensor, Tensor]:
-        total = 0.0
+        total, event_dim = 0.0, self.domain.event_dim
         for part in self.parts:
             u, log_det = self._run_part(part, "forward_and_log_det", u)
-            total = total + log_det
+            total = total + _sum_rightmost(log_det, event_dim - part.domain.event_dim)
+            event_dim += part.codomain.event_dim - part.domain.event_dim
         return u, total
 
     def inverse_and_log_det(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        total = 0.0
+        total, event_dim = 0.0, self.codomain.event_dim
         for part in reversed(self.parts):
             x, log_det = self._run_part(part, "inverse_and_log_det", x)
-            total = total + log_det
+            total = total + _sum_rightmost(log_det, event_dim - part.codomain.event_dim)
+            event_dim += part.domain.event_dim - part.codomain.event_dim
         return x, total
 
     def forward_shape(self, shape: torch.Size) -> torch.Size:
@@ -290,6 +418,19 @@ class ComposeFlow(Flow):
         for part in reversed(self.parts):
             shape = part.inverse_shape(shape)
         return shape
+
+    def expected_shape(self, shape: torch.Size) -> torch.Size:
+        """``shape`` put right at the first part that does not take it, mapped back through
+        the parts before (so a squeezed layer's channels are named as the input's)."""
+        inner = torch.Size(shape)
+        for index, part in enumerate(self.parts):
+            expected = part.expected_shape(inner)
+            if expected != inner:
+                for earlier in reversed(self.parts[:index]):
+                    expected = earlier.inverse_shape(expected)
+                return torch.Size(expected)
+            inner = part.forward_shape(inner)
+        return torch.Size(shape)
 
     def extra_repr(self) -> str:
         options = [super().extra_repr(), "checkpoint=True" if self.checkpoint else ""]

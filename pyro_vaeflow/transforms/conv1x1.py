@@ -10,7 +10,7 @@ from torch import Tensor, nn
 from torch.distributions import constraints
 
 from pyro_vaeflow.transforms.base import Flow, VersionedCache
-from pyro_vaeflow.transforms.shapes import check_image
+from pyro_vaeflow.transforms.shapes import check_image, with_channels
 
 __all__ = ["InvConv1x1"]
 
@@ -138,6 +138,9 @@ class InvConv1x1(Flow):
     def inverse_and_log_det(self, x: Tensor) -> tuple[Tensor, Tensor]:
         check_image(x, self.channels, type(self).__name__)
         return mix_channels(x, self.weight()), self._log_det(x)
+
+    def expected_shape(self, shape: torch.Size) -> torch.Size:
+        return with_channels(shape, self.channels)
 
     def extra_repr(self) -> str:
         return str(self.channels)

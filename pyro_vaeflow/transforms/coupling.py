@@ -8,7 +8,7 @@ from torch import Tensor, nn
 from torch.distributions import constraints
 
 from pyro_vaeflow.transforms.base import Flow
-from pyro_vaeflow.transforms.shapes import check_image
+from pyro_vaeflow.transforms.shapes import check_image, with_channels
 
 __all__ = [
     "AdditiveCoupling2d",
@@ -177,6 +177,9 @@ class _Coupling2d(Flow):
     def _halves(self, h: Tensor) -> tuple[Tensor, Tensor]:
         check_image(h, self.channels, type(self).__name__)
         return h[..., : self.split, :, :], h[..., self.split :, :, :]
+
+    def expected_shape(self, shape: torch.Size) -> torch.Size:
+        return with_channels(shape, self.channels)
 
     def extra_repr(self) -> str:
         return str(self.channels)

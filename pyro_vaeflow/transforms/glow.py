@@ -22,6 +22,7 @@ def glow(
     squeeze: int = 0,
     init: str = "data",
     checkpoint: bool = False,
+    cache_size: int = 1,
 ) -> ComposeFlow:
     r"""Glow without the multi-scale split: ``depth`` steps of actnorm → 1x1 conv → coupling.
 
@@ -52,6 +53,8 @@ def glow(
         checkpoint: gradient checkpointing over the steps' layers (see :class:`ComposeFlow`):
             only each layer's input is kept for the backward pass, which recomputes the
             couplings' conditioner activations; less memory for about one more forward pass.
+        cache_size: 1 to cache the last ``(u, x)`` pair and its log-determinant, 0 not to (see
+            :class:`~pyro_vaeflow.transforms.Flow`; the steps' own caches are bypassed).
 
     Example:
         >>> flow = glow(1, depth=2, hidden_channels=16, squeeze=1, init="identity")
@@ -73,4 +76,6 @@ def glow(
         ]
     squeezes: list[Flow] = [Squeeze2d() for _ in range(squeeze)]
     unsqueezes: list[Flow] = [Unsqueeze2d() for _ in range(squeeze)]
-    return ComposeFlow(squeezes + data_to_base[::-1] + unsqueezes, checkpoint=checkpoint)
+    return ComposeFlow(
+        squeezes + data_to_base[::-1] + unsqueezes, cache_size=cache_size, checkpoint=checkpoint
+    )

@@ -11,6 +11,7 @@ from torch.distributions import constraints
 
 from pyro_vaeflow.transforms.base import ComposeFlow, Flow
 from pyro_vaeflow.transforms.coupling import soft_clamp
+from pyro_vaeflow.transforms.shapes import with_last
 
 __all__ = ["AffineCoupling1d", "realnvp"]
 
@@ -89,12 +90,18 @@ class AffineCoupling1d(Flow):
         log_s, shift = self._scale_shift(x_a)
         return self._join(x_a, (x_b + shift) * torch.exp(log_s)), -log_s.sum(-1)
 
+    def expected_shape(self, shape: torch.Size) -> torch.Size:
+        return with_last(shape, self.dim)
+
     def extra_repr(self) -> str:
         return f"{self.dim}, reverse={self.reverse}"
 
 
 def realnvp(
-    dim: int, num_layers: int = 16, hidden_dims: Sequence[int] = (1024, 1024)
+    dim: int,
+    num_layers: int = 16,
+    hidden_dims: Sequence[int] = (1024, 1024),
+    cache_size: int = 1,
 ) -> ComposeFlow:
     r"""The paper's flow prior: ``num_layers`` Real NVP couplings with alternating halves.
 
@@ -106,6 +113,8 @@ def realnvp(
         dim: the latent size.
         num_layers: the number of couplings (16 in the paper).
         hidden_dims: the hidden widths of each conditioner ((1024, 1024) in the paper).
+        cache_size: 1 to cache the last ``(u, x)`` pair and its log-determinant, 0 not to (see
+            :class:`~pyro_vaeflow.transforms.Flow`).
 
     Example:
         >>> flow = realnvp(6, num_layers=4, hidden_dims=(32, 32))
@@ -116,5 +125,6 @@ def realnvp(
     if num_layers < 1:
         raise ValueError(f"num_layers must be >= 1, got {num_layers}")
     return ComposeFlow(
-        [AffineCoupling1d(dim, hidden_dims, reverse=i % 2 == 1) for i in range(num_layers)]
+        [AffineCoupling1d(dim, hidden_dims, reverse=i % 2 == 1) for i in range(num_layers)],
+        cache_size=cache_size,
     )
