@@ -6,13 +6,16 @@ layer is the identity; the cost of a forward pass does not depend on the weights
 
 - importance sampling: ``log_likelihood(vae.model, vae.guide, x, num_samples=K,
   chunk_size=C)``, the :math:`K` samples drawn ``C`` at a time, each chunk one vectorised trace
-  of the guide and the model under a particle plate (``C`` = 100, as the evaluation's
-  evaluation uses, and 250; a chunk size of at least :math:`K` draws all at once);
+  of the guide and the model under a particle plate (``C`` from ``--chunk-sizes``: 100 is what
+  the evaluation uses; a chunk size of at least :math:`K` draws all at once), and with the
+  default chunk (``chunk_size=None``: ``default_chunk_size(N, 784)`` samples per trace);
 - :math:`K` ELBOs: a loop of :math:`K` calls of ``elbo(vae.model, vae.guide, x)``, one particle
   each (each call also traces the model once to find the data plate, as any call does).
 
 Both run under ``torch.no_grad()``. The times are per image (a call's time over the number of
-images); the ratio is the median over repeats of the loop's time over importance sampling's.
+images). Each ratio is the median over repeats of two calls timed side by side: a chunk size's
+time over the default chunk's (below 1: faster than the default), and the loop's time over
+importance sampling's.
 
 Run ``python benchmarks/bench_importance.py`` (``--quick`` for a smoke test).
 """
@@ -26,14 +29,16 @@ from collections.abc import Callable
 import torch
 
 from pyro_vaeflow.infer import elbo, log_likelihood
+from pyro_vaeflow.infer.marginal import default_chunk_size
 from pyro_vaeflow.models import VAEFlow
 from pyro_vaeflow.presets import PRESETS
 
 from timing import add_common_options, fashion_mnist, measure, median_ratio, reported_machine
 
 
-def importance(vae: VAEFlow, x: torch.Tensor, k: int, chunk: int) -> Callable[[], None]:
-    """One importance-sampled estimate of every image's log-likelihood, K samples."""
+def importance(vae: VAEFlow, x: torch.Tensor, k: int, chunk: int | None) -> Callable[[], None]:
+    """One importance-sampled estimate of every image's log-likelihood, K samples, ``chunk`` at
+    a time (``None``: the default chunk)."""
 
     def run() -> None:
         with torch.no_grad():
@@ -67,23 +72,29 @@ def main(args: argparse.Namespace) -> None:
             f"test images; median of {args.repeats} interleaved repeats.\n",
             flush=True,
         )
-        calls: dict[tuple[str, int, int], Callable[[], None]] = {}
+        default = default_chunk_size(len(x), x[0].numel())
+        calls: dict[tuple[str, int, int | None], Callable[[], None]] = {}
         for k in args.ks:
+            calls["is", k, None] = importance(vae, x, k, None)
             for chunk in sorted({min(c, k) for c in args.chunk_sizes}):
                 calls["is", k, chunk] = importance(vae, x, k, chunk)
             calls["elbo", k, 0] = elbo_loop(vae, x, k)
         times = measure(calls, args.repeats, args.min_time, args.warmup)
-        print("### Importance sampling against K ELBO evaluations, per image\n")
-        print("| K | chunk size | importance sampling (s/image) | K × ELBO (s/image) | ratio |")
-        print("|---:|---:|---:|---:|---:|")
+        print("### Importance sampling: chunk sizes, and against K ELBO evaluations, per image\n")
+        print(
+            "| K | chunk size | importance sampling (s/image) | time / default chunk's "
+            "| K × ELBO (s/image) | K × ELBO / importance sampling |"
+        )
+        print("|---:|---:|---:|---:|---:|---:|")
         for kind, k, chunk in calls:
             if kind != "is":
                 continue
-            loop = times["elbo", k, 0]
-            ratio = median_ratio(loop, times[kind, k, chunk])
+            own, loop = times[kind, k, chunk], times["elbo", k, 0]
+            label = f"default ({min(default, k):,})" if chunk is None else f"{chunk:,}"
             print(
-                f"| {k:,} | {chunk:,} | {statistics.median(times[kind, k, chunk]) / len(x):.4f} "
-                f"| {statistics.median(loop) / len(x):.4f} | {ratio:.1f}x |"
+                f"| {k:,} | {label} | {statistics.median(own) / len(x):.4f} "
+                f"| {median_ratio(own, times[kind, k, None]):.2f} "
+                f"| {statistics.median(loop) / len(x):.4f} | {median_ratio(loop, own):.1f}x |"
             )
 
 
@@ -95,8 +106,8 @@ def parser() -> argparse.ArgumentParser:
         "--chunk-sizes",
         nargs="+",
         type=int,
-        default=[100, 250],
-        help="samples per trace (the evaluation uses 100)",
+        default=[25, 50, 100, 250, 1000],
+        help="samples per trace, each beside the default chunk (the evaluation uses 100)",
     )
     p.add_argument("--images", type=int, default=25, help="test images")
     add_common_options(

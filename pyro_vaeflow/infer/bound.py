@@ -29,14 +29,21 @@ def elbo(
               = \log p(x_n) - \mathrm{KL}\big(q(z \mid x_n) \,\|\, p(z \mid x_n)\big)
               \le \log p(x_n) .
 
-    The data plate and the per-datum sums are as in
+    Discrete latents :math:`y_n` that the model enumerates are summed out inside the
+    expectation, as in ``TraceEnum_ELBO``:
+
+    .. math:: \mathrm{ELBO}(x_n) = \mathbb{E}_{q(z \mid x_n)}
+              \Big[\log \sum_{y_n} p(x_n, y_n, z) - \log q(z \mid x_n)\Big] .
+
+    The data plate, the per-datum sums, auxiliary guide sites and enumeration are as in
     :func:`~pyro_vaeflow.infer.log_likelihood`; the particles are drawn in one trace under an
     outer particle plate, or one per trace with ``vectorize=False``. Unlike Pyro's
-    ``Trace_ELBO``, the result is not summed over the batch.
+    ``Trace_ELBO`` and ``TraceEnum_ELBO``, the result is not summed over the batch.
 
     Args:
         model: a Pyro model with its data in a plate.
-        guide: a guide for the model's latent sites, in the same data plate.
+        guide: a guide for the model's latent sites (but those the model enumerates), in the
+            same data plate.
         *args: passed to the model and the guide.
         num_particles: the number of samples averaged, at least 1.
         vectorize: draw the particles in one trace (``True``) or one per trace (``False``).
