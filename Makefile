@@ -5,15 +5,23 @@ PY := $(VENV)/bin/python
 
 FASHION_MNIST := /usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz
 
-.PHONY: demo test test-all lint docs bench bench-trained clean data
+# A pip constraints file for the venv's installs (test-min: constraints/minimum.txt).
+CONSTRAINTS ?=
+# Python 3.12 for test-py312: python3.12 on PATH, else pyenv's newest 3.12.
+PYTHON312 ?= $(shell for py in python3.12 "$$(pyenv prefix 3.12 2>/dev/null)/bin/python3.12"; do \
+	"$$py" -c 'import sys; assert sys.version_info[:2] == (3, 12); print(sys.executable)' \
+	2>/dev/null && break; done)
+
+.PHONY: demo test test-min test-py312 test-all lint docs bench bench-trained clean data
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 
-# Installed extras are recorded in a stamp per extra, so `make` reinstalls when setup.cfg changes.
-$(VENV)/.installed-%: setup.cfg pyproject.toml | $(VENV)/bin/python
-	$(PY) -m pip install --quiet -e '.[$*]'
+# Installed extras are recorded in a stamp per extra, so `make` reinstalls when setup.cfg (or the
+# constraints file) changes.
+$(VENV)/.installed-%: setup.cfg pyproject.toml $(CONSTRAINTS) | $(VENV)/bin/python
+	$(PY) -m pip install --quiet $(if $(CONSTRAINTS),--constraint $(CONSTRAINTS)) -e '.[$*]'
 	touch $@
 
 # The embedded dataset: real Fashion-MNIST from Debian's dataset-fashion-mnist package.
@@ -36,6 +44,20 @@ demo: $(VENV)/.installed-fid data
 
 test: $(VENV)/.installed-test $(VENV)/.installed-fid data
 	$(PY) -m pytest
+
+# The same set-up and suite with the lowest versions that setup.cfg declares, in .venv-min.
+test-min:
+	$(MAKE) test VENV=.venv-min CONSTRAINTS=constraints/minimum.txt
+
+# The same set-up and suite under Python 3.12 (the newest versions pip finds), in .venv-py312.
+test-py312:
+	@py='$(PYTHON312)'; if [ -z "$$py" ]; then \
+		echo "test-py312: no Python 3.12 found: put python3.12 on PATH, install one with" \
+		     "pyenv (pyenv install 3.12), or name one with PYTHON312=/path/to/python3.12" >&2; \
+		exit 1; \
+	fi; \
+	echo "$(MAKE) test VENV=.venv-py312 PYTHON=$$py"; \
+	$(MAKE) test VENV=.venv-py312 PYTHON="$$py"
 
 test-all: $(VENV)/.installed-test $(VENV)/.installed-fid data
 	$(PY) -m pytest -m ""
@@ -72,4 +94,4 @@ bench-trained: $(VENV)/.installed-bench $(VENV)/.installed-fid data
 	$(PY) benchmarks/bench_autoregressive.py --jobs 2
 
 clean:
-	rm -rf $(VENV) docs/_build .pytest_cache build *.egg-info
+	rm -rf $(VENV) .venv-min .venv-py312 docs/_build .pytest_cache build *.egg-info

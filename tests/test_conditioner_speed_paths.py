@@ -24,7 +24,8 @@ def conv2d_path(net, x):
 
 def outputs_and_gradients(net, x, forward):
     out = forward(net, x)
-    grad_out = torch.randn_like(out, generator=torch.Generator().manual_seed(1))
+    # Not randn_like: it takes a generator only from torch 2.10.
+    grad_out = torch.randn(out.shape, generator=torch.Generator().manual_seed(1), dtype=out.dtype)
     grads = torch.autograd.grad(out, [x, *net.parameters()], grad_out)
     return out, grads
 

@@ -23,9 +23,9 @@ def test_examples_found():
     assert EXAMPLES, "no scripts found in examples/"
 
 
-# A smoke run scores FID on a handful of samples, whose covariance is singular: pytorch-fid
-# says so, and the library passes that on as a RuntimeWarning.
-@pytest.mark.filterwarnings("ignore:pytorch-fid:RuntimeWarning")
+# A smoke run scores FID on a handful of samples, whose covariance is singular: the Fréchet
+# distance says so with a RuntimeWarning.
+@pytest.mark.filterwarnings("ignore:the Fréchet distance:RuntimeWarning")
 @pytest.mark.parametrize("path", EXAMPLES, ids=[path.name for path in EXAMPLES])
 def test_example_smoke(path: Path, capsys: pytest.CaptureFixture[str]):
     example = load(path)

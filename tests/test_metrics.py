@@ -9,6 +9,8 @@ caching and bad input use a cheap stand-in network. Bigger runs are marked ``slo
 from __future__ import annotations
 
 import copy
+import importlib
+import inspect
 import warnings
 from pathlib import Path
 
@@ -16,7 +18,9 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from pytorch_fid.fid_score import calculate_frechet_distance
 from pytorch_fid.inception import InceptionV3
+from scipy import linalg
 from torch import Tensor, nn
 
 import pyro_vaeflow.metrics.inception as inception_module
@@ -83,7 +87,8 @@ def cached(network, pixels, tmp_path_factory):
 # The real Inception
 
 
-@pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:FutureWarning")
+# Any category: a FutureWarning from torch 2.14, a DeprecationWarning in torch 2.10 to 2.13.
+@pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated")
 def test_converted_weights_match_torchscript(network):
     helper = inception_module._fid_helper_file()
     if helper is None:
@@ -164,6 +169,57 @@ def test_fid_orders_train_blur_and_noise(network):
     noisy = (x + 0.2 * torch.randn(x.shape, generator=torch.Generator().manual_seed(1))).clamp(0, 1)
     scores = [fid(images, reference, network) for images in (train, box_blur(x), noisy)]
     assert scores == sorted(scores), scores
+
+
+# The Fréchet distance
+
+
+def gaussian_statistics(n: int, dim: int, seed: int) -> Statistics:
+    """The mean and covariance of n correlated Gaussian vectors (singular if n <= dim)."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, dim)) @ rng.normal(size=(dim, dim))
+    return Statistics(x.mean(0), np.cov(x, rowvar=False))
+
+
+@pytest.mark.parametrize(("n", "dim"), [(200, 16), (8, 16), (20, 64)])
+def test_frechet_distance_is_pytorch_fids(n, dim):
+    if "disp" not in inspect.signature(linalg.sqrtm).parameters:
+        pytest.skip("pytorch-fid 0.3 passes sqrtm's `disp`, which this SciPy (≥ 1.18) removed")
+    a, b = gaussian_statistics(n, dim, 0), gaussian_statistics(n, dim, 1)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "The `disp` argument is deprecated", DeprecationWarning)
+        warnings.simplefilter("ignore", linalg.LinAlgWarning)
+        expected = calculate_frechet_distance(a.mu, a.sigma, b.mu, b.sigma)
+    assert frechet_distance(a, b) == expected  # the same steps: bit-identical
+
+
+def test_frechet_distance_is_the_closed_form():
+    # tr((Σa Σb)^½) is the sum of the square roots of the eigenvalues of Σa^½ Σb Σa^½.
+    a, b = gaussian_statistics(200, 16, 0), gaussian_statistics(200, 16, 1)
+    values, vectors = np.linalg.eigh(a.sigma)
+    root = (vectors * np.sqrt(values)) @ vectors.T
+    trace_root = np.sqrt(np.linalg.eigvalsh(root @ b.sigma @ root)).sum()
+    diff = a.mu - b.mu
+    expected = diff @ diff + np.trace(a.sigma) + np.trace(b.sigma) - 2 * trace_root
+    assert frechet_distance(a, b) == pytest.approx(expected, rel=1e-10)
+
+
+def test_frechet_distance_of_a_failed_square_root_adds_to_the_diagonals(monkeypatch):
+    products = []
+
+    def failing_first(matrix: np.ndarray) -> np.ndarray:  # as SciPy < 1.16 fails: NaNs
+        products.append(matrix)
+        return np.full_like(matrix, np.nan) if len(products) == 1 else linalg.sqrtm(matrix)
+
+    # The module, not the function `fid` that pyro_vaeflow.metrics exports under its name.
+    monkeypatch.setattr(
+        importlib.import_module("pyro_vaeflow.metrics.fid"), "_sqrtm", failing_first
+    )
+    a, b = (np.zeros(2), np.diag([1.0, 0.0])), (np.zeros(2), np.eye(2))
+    with pytest.warns(RuntimeWarning, match="singular, so 1e-06 was added to their diagonals"):
+        distance = frechet_distance(a, b)
+    np.testing.assert_allclose(products[1], np.diag([1 + 1e-6, 1e-6]) @ np.diag([1 + 1e-6] * 2))
+    assert distance == pytest.approx(3 - 2 * (1 + 1e-6 + np.sqrt(1e-6 * (1 + 1e-6))), rel=1e-12)
 
 
 # Finding and checking the weights

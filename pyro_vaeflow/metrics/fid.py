@@ -1,4 +1,4 @@
-r"""The Fréchet Inception Distance (FID), with pytorch-fid's ``calculate_frechet_distance``."""
+r"""The Fréchet Inception Distance (FID), computed as pytorch-fid computes it."""
 
 from __future__ import annotations
 
@@ -7,14 +7,27 @@ import io
 import warnings
 
 import numpy as np
-from pytorch_fid.fid_score import calculate_frechet_distance
-from scipy.linalg import LinAlgWarning
+from scipy import linalg
 from torch import Tensor, nn
 
 from pyro_vaeflow.metrics.features import Sampler, Statistics, statistics
 from pyro_vaeflow.metrics.inception import inception_network
 
 __all__ = ["fid", "frechet_distance"]
+
+
+# pytorch-fid's offset to the covariances' diagonals when their product is singular.
+_EPS = 1e-6
+
+
+def _sqrtm(matrix: np.ndarray) -> np.ndarray:
+    # SciPy's matrix square root, with its own reports silenced: the caller checks the result.
+    # SciPy < 1.16 prints when it fails (and returns NaNs); later versions warn that the matrix
+    # is singular or ill-conditioned. SciPy 1.18 removed the `disp` argument that pytorch-fid
+    # 0.3 passes, so pytorch-fid's function is not called.
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore", linalg.LinAlgWarning)
+        return linalg.sqrtm(matrix)
 
 
 def _check_statistics(stats: tuple[np.ndarray, np.ndarray], what: str) -> Statistics:
@@ -38,8 +51,10 @@ def frechet_distance(
     .. math:: d^2 = \lVert \mu_a - \mu_b \rVert^2
               + \operatorname{tr}\bigl(\Sigma_a + \Sigma_b - 2 (\Sigma_a \Sigma_b)^{1/2}\bigr),
 
-    computed by pytorch-fid's ``calculate_frechet_distance`` (which adds :math:`10^{-6}` to the
-    diagonals if the product is singular). With Inception statistics this is the FID.
+    computed as pytorch-fid's ``calculate_frechet_distance`` does (with SciPy's ``sqrtm``, adding
+    :math:`10^{-6}` to the diagonals if the product is singular, with a :class:`RuntimeWarning`),
+    but without SciPy's ``disp`` argument, which SciPy 1.18 removed. With Inception statistics
+    this is the FID.
 
     Args:
         stats_a: ``(mu [D], sigma [D, D])``, e.g. a :class:`~pyro_vaeflow.metrics.Statistics`.
@@ -59,23 +74,26 @@ def frechet_distance(
     a, b = _check_statistics(stats_a, "stats_a"), _check_statistics(stats_b, "stats_b")
     if a.mu.shape != b.mu.shape:
         raise ValueError(f"statistics of different dimensions: {len(a.mu)} and {len(b.mu)}")
-    printed = io.StringIO()
-    with warnings.catch_warnings(), contextlib.redirect_stdout(printed):
-        # pytorch-fid 0.3 still passes sqrtm's `disp`, which SciPy ≥ 1.16 deprecates.
-        warnings.filterwarnings("ignore", "The `disp` argument is deprecated", DeprecationWarning)
-        # A singular product is reported by pytorch-fid's own message, re-raised below.
-        warnings.filterwarnings("ignore", "Matrix is singular", LinAlgWarning)
-        try:
-            distance = calculate_frechet_distance(a.mu, a.sigma, b.mu, b.sigma)
-        except ValueError as error:
+    covmean = _sqrtm(a.sigma @ b.sigma)
+    if not np.isfinite(covmean).all():
+        warnings.warn(
+            f"the Fréchet distance: the covariances' product is singular, so {_EPS} was added to "
+            f"their diagonals (use more samples)",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+        offset = _EPS * np.eye(len(a.mu))
+        covmean = _sqrtm((a.sigma + offset) @ (b.sigma + offset))
+    if np.iscomplexobj(covmean):
+        if not np.allclose(np.diagonal(covmean).imag, 0, atol=1e-3):
             raise ValueError(
                 f"the Fréchet distance failed: the square root of the covariances' product has a "
-                f"large imaginary part ({error}); the covariances are too degenerate, use more "
-                f"samples (FID's protocol uses 10 000)"
-            ) from error
-    if printed.getvalue().strip():
-        warnings.warn(f"pytorch-fid: {printed.getvalue().strip()}", RuntimeWarning, stacklevel=2)
-    return float(distance)
+                f"large imaginary part ({np.abs(covmean.imag).max():.3g}); the covariances are too "
+                f"degenerate, use more samples (FID's protocol uses 10 000)"
+            )
+        covmean = covmean.real
+    diff = a.mu - b.mu
+    return float(diff @ diff + np.trace(a.sigma) + np.trace(b.sigma) - 2 * np.trace(covmean))
 
 
 def fid(

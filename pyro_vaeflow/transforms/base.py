@@ -22,6 +22,7 @@ avoids; the tracing state keeps Pyro's JIT ELBOs from baking an eager tensor int
 
 from __future__ import annotations
 
+import warnings
 import weakref
 from collections.abc import Iterable, Sequence
 
@@ -33,6 +34,17 @@ from torch.distributions import Transform, constraints
 from torch.distributions.utils import _sum_rightmost
 
 __all__ = ["ComposeFlow", "Flow", "TransformFlow"]
+
+if torch.__version__.startswith("2.4."):
+    # torch 2.4's checkpoint recomputes under torch.cpu.amp.autocast, which torch 2.4 deprecates:
+    # a FutureWarning from inside the backward pass, where no caller can catch it (torch 2.5
+    # calls torch.amp.autocast). The test suite's `filterwarnings` in setup.cfg has its twin.
+    warnings.filterwarnings(
+        "ignore",
+        r"`torch\.cpu\.amp\.autocast\(args\.\.\.\)` is deprecated",
+        FutureWarning,
+        r"torch\.utils\.checkpoint",
+    )
 
 
 class _CacheEntry:
