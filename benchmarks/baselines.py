@@ -153,7 +153,7 @@ def _fresh(run: RunDir) -> bool:
         return False
     if run.metrics_path.stat().st_mtime < run.model_path.stat().st_mtime:
         return False
-    found = run.read_metrics()  # None when cut short: evaluate again
+    found = run.read_metrics()  # a corrupt file is an error that names it
     return found is not None and not found.get("partial")
 
 

@@ -41,7 +41,10 @@ apigen_modules = [
     "pyro_vaeflow.distributed",
     "pyro_vaeflow.run",
     "pyro_vaeflow.checkpoint",
+    "pyro_vaeflow.lock",
+    "pyro_vaeflow.interrupt",
     "pyro_vaeflow.files",
+    "pyro_vaeflow.faults",
     "pyro_vaeflow.validation",
     "pyro_vaeflow.cli",
 ]

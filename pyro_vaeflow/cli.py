@@ -6,20 +6,29 @@ Examples::
     pyro-vaeflow train --preset cpu --run-dir runs/fashion_mnist --resume
     pyro-vaeflow evaluate --run-dir runs/fashion_mnist
     pyro-vaeflow sample --run-dir runs/fashion_mnist --n 64 --temperature 0.5 --out grid.png
+
+``train`` and ``evaluate`` hold the run directory's lock (:mod:`pyro_vaeflow.lock`). A SIGTERM
+or Ctrl-C stops them gracefully (:mod:`pyro_vaeflow.interrupt`): the current step finishes, a
+checkpoint is written, and the command exits with status 128 + the signal's number (143, 130)
+after printing how to resume. A second Ctrl-C exits at once.
 """
 
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 from collections.abc import Sequence
+from contextlib import nullcontext
 from pathlib import Path
 
 import torch
 
 from pyro_vaeflow import __version__
 from pyro_vaeflow.distributed import is_main, local, process_group, rank, world_size
-from pyro_vaeflow.files import atomic_write
+from pyro_vaeflow.files import WriteError, atomic_write
+from pyro_vaeflow.interrupt import GracefulStop, Interrupted
+from pyro_vaeflow.lock import RunLockedError
 from pyro_vaeflow.presets import PRESETS, Preset, get_preset, override
 from pyro_vaeflow.rundir import RunDir
 
@@ -73,6 +82,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--val-images", type=int, help="hold out the last N of them for validation curves"
     )
     train.add_argument("--time-budget", type=float, help="seconds for all the phases")
+    train.add_argument(
+        "--checkpoint-every",
+        type=float,
+        metavar="MINUTES",
+        help="also checkpoint in the middle of an epoch every MINUTES (a stop always does)",
+    )
     train.add_argument("--evaluate", action="store_true", help="evaluate and draw figures after")
     _add_evaluation(train)
     evaluate = commands.add_parser("evaluate", help="test bits/dim (ELBO and IS), FID, figures")
@@ -99,7 +114,8 @@ def _phase_epochs(text: str) -> tuple[str, int]:
 
 def load_run_preset(run_dir: Path) -> Preset:
     """The preset a run was trained with, from ``<run_dir>/config.json``."""
-    return Preset.from_dict(RunDir(run_dir).read_config())
+    run = RunDir(run_dir)
+    return Preset.from_dict(run.read_config(), source=run.config_path)
 
 
 def _evaluation_overrides(args: argparse.Namespace) -> dict:
@@ -132,9 +148,10 @@ def _run_evaluation(vae, preset, history, args) -> None:
         progress=not args.quiet,
     )
     if is_main():  # the figures are rank 0's to draw
-        figures = make_figures(vae, history, args.run_dir, seed=args.seed)
+        make_figures(vae, history, args.run_dir, seed=args.seed)
         print(summary_table(metrics, history))
-        print(f"metrics: {RunDir(args.run_dir).metrics_path}; figures: {figures[0].parent}")
+        run = RunDir(args.run_dir)
+        print(f"metrics: {run.metrics_path}; figures: {run.figures_dir}")
 
 
 def _train(args: argparse.Namespace, device: torch.device) -> None:
@@ -167,6 +184,7 @@ def _train(args: argparse.Namespace, device: torch.device) -> None:
         resume=args.resume,
         seed=args.seed,
         progress=not args.quiet,
+        checkpoint_every=args.checkpoint_every,
     )
     _say(f"trained: {RunDir(args.run_dir).model_path}")
     if args.evaluate:
@@ -206,18 +224,47 @@ _COMMANDS = {"train": _train, "evaluate": _evaluate, "sample": _sample}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run ``pyro-vaeflow``; returns the exit status.
+    """Run ``pyro-vaeflow``; returns the exit status (0; 2 for an error in the input or a run
+    directory in use; 1 when a file could not be written; 128 + the signal's number after a
+    graceful stop).
 
     Under ``torchrun`` every process runs it: it joins the process group that ``torchrun``
     describes (:func:`~pyro_vaeflow.distributed.process_group`), trains and evaluates on its
     share of the data, and rank 0 writes the files and prints.
     """
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
-    with process_group(args.device) as device:
-        try:
-            _COMMANDS[args.command](args, device)
-        except (ValueError, FileNotFoundError, FileExistsError) as error:
+    where = ""
+    try:
+        with process_group(args.device) as device, GracefulStop():
             where = f" (rank {rank()})" if world_size() > 1 else ""
-            print(f"pyro-vaeflow {args.command}: error{where}: {error}", file=sys.stderr)
-            return 2
+            writes = args.command in ("train", "evaluate")
+            with RunDir(args.run_dir).lock() if writes else nullcontext():
+                _COMMANDS[args.command](args, device)
+    except Interrupted as stop:
+        _say(
+            f"pyro-vaeflow {args.command}: {stop}.\nResume with: {_resume_command(argv)}",
+            sys.stderr,
+        )
+        return 128 + stop.signum
+    except KeyboardInterrupt:  # a second Ctrl-C
+        _say(f"pyro-vaeflow {args.command}: interrupted", sys.stderr)
+        return 130
+    except WriteError as error:
+        print(
+            f"pyro-vaeflow {args.command}: error{where}: {error.strerror}. Free some space "
+            f"(or fix the file system) and resume with: {_resume_command(argv)}",
+            file=sys.stderr,
+        )
+        return 1
+    except (ValueError, FileNotFoundError, FileExistsError, RunLockedError) as error:
+        print(f"pyro-vaeflow {args.command}: error{where}: {error}", file=sys.stderr)
+        return 2
     return 0
+
+
+def _resume_command(argv: list[str]) -> str:
+    """The command that continues this one (``train`` needs ``--resume``)."""
+    if argv and argv[0] == "train" and "--resume" not in argv:
+        argv = [*argv, "--resume"]
+    return shlex.join(["pyro-vaeflow", *argv])

@@ -18,7 +18,7 @@ from __future__ import annotations
 import gc
 import hashlib
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
@@ -27,6 +27,7 @@ import torch.distributed as dist
 from torch import Tensor
 
 __all__ = [
+    "all_max",
     "all_sum",
     "any_rank",
     "barrier",
@@ -179,6 +180,20 @@ def all_sum(value: Tensor | float) -> Tensor | float:
         tensor = torch.tensor(float(value), dtype=torch.float64)
     dist.all_reduce(tensor)
     return tensor if isinstance(value, Tensor) else float(tensor)
+
+
+def all_max(values: Sequence[int]) -> list[int]:
+    """The element-wise maximum over the ranks of ``values`` (integers), on every rank.
+
+    Example:
+        >>> all_max([0, 15])
+        [0, 15]
+    """
+    if not _active():
+        return list(values)
+    tensor = torch.tensor(list(values), dtype=torch.int64)
+    dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+    return tensor.tolist()
 
 
 def any_rank(flag: bool) -> bool:

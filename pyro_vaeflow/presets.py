@@ -3,10 +3,11 @@ r"""Named configurations: the CPU demo, a longer CPU run, the baselines and the 
 from __future__ import annotations
 
 import dataclasses
+import math
+import os
 import warnings
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, replace
-
-from pyro_vaeflow.validation import check_int
 
 __all__ = ["PRESETS", "Preset", "get_preset", "override"]
 
@@ -51,6 +52,18 @@ class Preset:
 
     ``vae_epochs`` and ``glow_epochs`` (the first and second phase's epochs) are kept as
     read-only aliases, and :func:`override`/:func:`get_preset` accept them.
+
+    Every field is checked when a preset is made (also by :func:`override` and
+    :meth:`from_dict`): a wrong type or value is a ``ValueError`` that names the field, what it
+    must be and what it got. Integers must be ``int`` (not ``bool``, not ``64.0``), numbers
+    finite (but ``time_budget``, which may be ``inf``), and a list stands for a tuple in
+    ``image_shape``.
+
+    Example:
+        >>> replace(PRESETS["cpu"], batch_size="64")
+        Traceback (most recent call last):
+        ...
+        ValueError: field 'batch_size' must be an integer >= 1, got '64'
     """
 
     name: str
@@ -76,10 +89,9 @@ class Preset:
     temperature: float = 0.5
 
     def __post_init__(self) -> None:
-        if not isinstance(self.epochs, dict) or not self.epochs:
-            raise ValueError(f"epochs must map phase names to epochs, got {self.epochs!r}")
-        for phase, epochs in self.epochs.items():
-            check_int(f"epochs[{phase!r}]", epochs, 0)
+        for name, (expected, valid) in _FIELDS.items():
+            _check_field(name, getattr(self, name), expected, valid)
+        object.__setattr__(self, "image_shape", tuple(self.image_shape))
         object.__setattr__(self, "epochs", dict(self.epochs))  # a copy of the caller's dict
 
     @property
@@ -102,34 +114,166 @@ class Preset:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict) -> Preset:
+    def from_dict(cls, data: Mapping, source: str | os.PathLike | None = None) -> Preset:
         """The preset of :meth:`to_dict`'s data, read back from JSON (lists become tuples).
 
-        A ``config.json`` written before presets had ``epochs`` (with ``vae_epochs``,
-        ``glow_epochs`` and ``joint``) is read into the phases of its architecture.
+        Every field is checked (see :class:`Preset`). ``source``, the file the data were read
+        from (a ``config.json``), starts every error message, so that it names the file.
+
+        Older and newer versions: a ``config.json`` written before presets had ``epochs``
+        (with ``vae_epochs``, ``glow_epochs`` and ``joint``) is read into the phases of its
+        architecture, and a field added since it was written (``architecture``, ``binarize``,
+        ``warmup_steps``, ``val_images``) takes its default. A key this version does not know
+        is refused: it was written by a newer version (or by hand), and reading on without it
+        would evaluate or resume a run with other settings than it was trained with.
+
+        Args:
+            data: the fields, as :meth:`to_dict` gives them or ``json.load`` reads them.
+            source: the file they come from, for the error messages (``None``: no file).
+
+        Raises:
+            ValueError: for data that are not a mapping, a missing, unknown or malformed field.
 
         Example:
             >>> old = {**PRESETS["cpu"].to_dict(), "vae_epochs": 3, "glow_epochs": 2}
             >>> del old["epochs"]
             >>> Preset.from_dict(old).epochs
             {'vae': 3, 'glow': 2}
+            >>> Preset.from_dict({**old, "batch_size": "64"}, source="runs/x/config.json")
+            Traceback (most recent call last):
+            ...
+            ValueError: runs/x/config.json: field 'batch_size' must be an integer >= 1, got '64'
         """
-        data = dict(data)
-        legacy = {
-            key: data.pop(key) for key in ("vae_epochs", "glow_epochs", "joint") if key in data
-        }
-        if "epochs" not in data:
-            data["epochs"] = _legacy_epochs(data.get("architecture", "vaeflow"), **legacy)
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown preset fields {unknown}; the fields are {sorted(known)}")
-        data["image_shape"] = tuple(data["image_shape"])
-        data["model"] = {  # JSON has no tuples
+        try:
+            return cls(**_read_fields(data))
+        except ValueError as error:
+            if source is None:
+                raise
+            raise ValueError(f"{source}: {error}") from None
+
+
+_Check = tuple[str, Callable[[object], bool]]
+
+
+def _is_int(value: object, low: int = 0) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= low
+
+
+def _is_number(value: object, strict: bool = False) -> bool:
+    """Whether ``value`` is a finite real number ``>= 0`` (``> 0`` if ``strict``)."""
+    real = isinstance(value, (int, float)) and not isinstance(value, bool)
+    return real and math.isfinite(value) and (value > 0 if strict else value >= 0)
+
+
+def _optional(check: _Check) -> _Check:
+    """``check`` that also lets ``None`` pass."""
+    expected, valid = check
+    return f"{expected} or None", lambda value: value is None or valid(value)
+
+
+def _integer(low: int) -> _Check:
+    return f"an integer >= {low}", lambda value: _is_int(value, low)
+
+
+_STRING: _Check = ("a string", lambda value: isinstance(value, str))
+_BOOL: _Check = ("true or false", lambda value: isinstance(value, bool))
+
+#: Each field of :class:`Preset`: what it must be, and the test.
+_FIELDS: dict[str, _Check] = {
+    "name": _STRING,
+    "description": _STRING,
+    "dataset": _STRING,
+    "image_shape": (
+        "(C, H, W), three integers >= 1",
+        lambda value: (
+            isinstance(value, (list, tuple))
+            and len(value) == 3
+            and all(_is_int(size, 1) for size in value)
+        ),
+    ),
+    "model": (
+        "a dict of the model's keyword arguments",
+        lambda value: isinstance(value, dict) and all(isinstance(key, str) for key in value),
+    ),
+    "architecture": _STRING,
+    "binarize": _BOOL,
+    "epochs": (
+        "a non-empty dict of phase names to epochs (integers >= 0)",
+        lambda value: (
+            isinstance(value, dict)
+            and bool(value)
+            and all(isinstance(phase, str) and _is_int(n) for phase, n in value.items())
+        ),
+    ),
+    "batch_size": _integer(1),
+    "lr": ("a finite number > 0", lambda value: _is_number(value, strict=True)),
+    "lr_halve_every": _optional(_integer(0)),
+    "warmup_steps": _integer(0),
+    "clip_norm": _optional(("a finite number >= 0", _is_number)),
+    "time_budget": _optional(
+        (
+            "a number of seconds >= 0 (inf: no limit)",
+            lambda value: value == math.inf or _is_number(value),
+        )
+    ),
+    "train_images": _optional(_integer(1)),
+    "val_images": _optional(_integer(0)),
+    "elbo_images": _optional(_integer(0)),
+    "is_images": _integer(0),
+    "is_samples": _integer(1),
+    "fid_samples": _integer(0),
+    "temperature": ("a finite number >= 0", _is_number),
+}
+#: The fields of a ``config.json`` written before presets had ``epochs``.
+_LEGACY_FIELDS: dict[str, _Check] = {
+    "vae_epochs": _integer(0),
+    "glow_epochs": _integer(0),
+    "joint": _BOOL,
+}
+
+
+def _check_field(name: str, value: object, expected: str, valid: Callable[[object], bool]) -> None:
+    if not valid(value):
+        raise ValueError(f"field {name!r} must be {expected}, got {value!r}")
+
+
+def _read_fields(data: Mapping) -> dict:
+    """The keyword arguments of :class:`Preset` for the data of a ``config.json``: the fields of
+    older versions translated, JSON's lists made tuples in ``model``; an unknown key, a missing
+    field or a malformed old field is a ``ValueError``."""
+    if not isinstance(data, Mapping):
+        raise ValueError(f"expected an object of preset fields, got {type(data).__name__}")
+    data = dict(data)
+    fields = dataclasses.fields(Preset)
+    known = {f.name for f in fields}
+    unknown = sorted(set(data) - known - set(_LEGACY_FIELDS))
+    if unknown:
+        raise ValueError(
+            f"unknown preset fields {unknown} (written by a newer version of pyro-vaeflow?); "
+            f"the fields are {sorted(known)}"
+        )
+    legacy = {key: data.pop(key) for key in _LEGACY_FIELDS if key in data}
+    for key, value in legacy.items():
+        _check_field(key, value, *_LEGACY_FIELDS[key])
+    if "epochs" not in data:
+        architecture = data.get("architecture", "vaeflow")
+        _check_field("architecture", architecture, *_STRING)
+        data["epochs"] = _legacy_epochs(architecture, **legacy)
+    missing = [
+        f.name
+        for f in fields
+        if f.default is dataclasses.MISSING
+        and f.default_factory is dataclasses.MISSING
+        and f.name not in data
+    ]
+    if missing:
+        raise ValueError(f"missing preset fields {missing}")
+    if isinstance(data.get("model"), dict):  # JSON has no tuples
+        data["model"] = {
             key: tuple(value) if isinstance(value, list) else value
-            for key, value in data.get("model", {}).items()
+            for key, value in data["model"].items()
         }
-        return cls(**data)
+    return data
 
 
 def _legacy_epochs(

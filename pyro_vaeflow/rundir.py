@@ -3,8 +3,12 @@ r"""A run directory: every path and file format of one training run, in one plac
 .. code-block:: text
 
     <run_dir>/
+      run.lock          held by the process that trains or evaluates (names its PID and host)
       config.json       the preset, as plain data (Preset.to_dict / Preset.from_dict)
-      <phase>.ckpt      one training checkpoint per phase (model, optimiser, RNG, history)
+      <phase>.ckpt      one training checkpoint per phase (model, optimiser, RNG, history),
+                        after each epoch and in the middle of one (a stop, --checkpoint-every)
+      <phase>.ckpt.prev the checkpoint before it, kept until the new one is verified
+      <phase>.ckpt.sha256  the SHA-256 of both, recorded when they were written
       model.pt          the trained model (ImageModel.save / load_model)
       metrics.jsonl     one JSON line per logged step ("kind": "step") and per epoch
       metrics.json      the evaluation
@@ -13,8 +17,10 @@ r"""A run directory: every path and file format of one training run, in one plac
       tensorboard/      the same scalars as metrics.jsonl, when tensorboard is installed
 
 Every file is written atomically (:func:`~pyro_vaeflow.files.atomic_write`), except
-``metrics.jsonl``, which only ever gets whole lines appended; a line cut short by a stop is
-skipped when the log is read back.
+``metrics.jsonl``, which only ever gets whole lines appended
+(:func:`~pyro_vaeflow.files.append_line`); a line cut short by a stop is skipped when the log is
+read back. A write that fails (a full disk) leaves the previous file intact and raises a
+:class:`~pyro_vaeflow.files.WriteError` naming the file.
 """
 
 from __future__ import annotations
@@ -24,8 +30,9 @@ import os
 from pathlib import Path
 from types import TracebackType
 
-from pyro_vaeflow.checkpoint import load_checkpoint, save_checkpoint
-from pyro_vaeflow.files import write_json
+from pyro_vaeflow.checkpoint import load_good_checkpoint, previous_path, save_checkpoint
+from pyro_vaeflow.files import append_line, write_json
+from pyro_vaeflow.lock import hold_run_lock
 
 __all__ = ["MetricsLog", "RunDir"]
 
@@ -61,12 +68,7 @@ class MetricsLog:
         """Append one row (a step row has ``"kind": "step"``; an epoch row has ``"epoch"``)."""
         if self.path is None:
             return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path, "a+b") as log:
-            log.seek(0, os.SEEK_END)
-            if log.tell() and not self._line_ends(log):  # a line cut short by a stop
-                log.write(b"\n")
-            log.write(json.dumps(row).encode() + b"\n")
+        append_line(self.path, json.dumps(row).encode())
         writer = self._summary_writer()
         if writer is None:
             return
@@ -77,12 +79,6 @@ class MetricsLog:
             if row.get(key) is not None:
                 writer.add_scalar(f"{row['phase']}/{key}", row[key], row["epoch"])
         writer.flush()  # an epoch's scalars survive a kill
-
-    @staticmethod
-    def _line_ends(log) -> bool:
-        """Whether the file open in ``log`` (at its end) ends with a newline."""
-        log.seek(-1, os.SEEK_END)
-        return log.read(1) == b"\n"
 
     def _summary_writer(self):
         if self._writer is None and self.tensorboard is not None:
@@ -159,6 +155,12 @@ class RunDir:
         """The figure ``name``: ``figures/<name>.png``."""
         return self.figures_dir / f"{name}.png"
 
+    def lock(self):
+        """A context manager that holds the run's lock (:mod:`pyro_vaeflow.lock`): one writer
+        per run directory; another process gets a :class:`~pyro_vaeflow.lock.RunLockedError`
+        naming the holder."""
+        return hold_run_lock(self.path)
+
     # -- config.json -----------------------------------------------------------------------------
 
     def read_config(self) -> dict:
@@ -180,21 +182,27 @@ class RunDir:
 
     def has_checkpoints(self) -> bool:
         """Whether any phase has a checkpoint here (a run has begun)."""
-        return any(self.path.glob("*.ckpt"))
+        return any(self.path.glob("*.ckpt")) or any(self.path.glob("*.ckpt.prev"))
 
     def has_checkpoint(self, phase: str) -> bool:
-        """Whether phase ``phase`` has a checkpoint here."""
-        return self.checkpoint_path(phase).is_file()
+        """Whether phase ``phase`` has a checkpoint here (or a previous one)."""
+        path = self.checkpoint_path(phase)
+        return path.is_file() or previous_path(path).is_file()
 
     def save_checkpoint(self, phase: str, payload: dict) -> Path:
-        """Write the training checkpoint of ``phase`` atomically."""
+        """Write the training checkpoint of ``phase`` atomically; it must read back before it
+        replaces the previous one, which is kept (:func:`~pyro_vaeflow.checkpoint.save_checkpoint`
+        with ``keep_previous``)."""
         return save_checkpoint(
-            {"kind": "training", "phase": phase, **payload}, self.checkpoint_path(phase)
+            {"kind": "training", "phase": phase, **payload},
+            self.checkpoint_path(phase),
+            keep_previous=True,
         )
 
     def load_checkpoint(self, phase: str) -> dict:
-        """The training checkpoint of ``phase`` (a clear error if it is missing or corrupt)."""
-        payload = load_checkpoint(self.checkpoint_path(phase), kind="training")
+        """The training checkpoint of ``phase``, or the previous one (with a warning naming the
+        bad file) when the newest is truncated or corrupt; a clear error if neither is good."""
+        payload = load_good_checkpoint(self.checkpoint_path(phase), kind="training")
         if payload.get("phase") != phase:
             raise ValueError(
                 f"{self.checkpoint_path(phase)} is a {payload.get('phase')!r} checkpoint, "
@@ -239,15 +247,22 @@ class RunDir:
     # -- metrics.json ----------------------------------------------------------------------------
 
     def read_metrics(self) -> dict | None:
-        """The evaluation in ``metrics.json``; ``None`` if there is none or it is unreadable
-        (a file cut short, or not a JSON object)."""
+        """The evaluation in ``metrics.json``, ``None`` if there is none; a ``ValueError``
+        naming the file if it is not a JSON object (it is left as it is)."""
         if not self.metrics_path.is_file():
             return None
         try:
             found = json.loads(self.metrics_path.read_text())
-        except ValueError:
-            return None
-        return found if isinstance(found, dict) else None
+        except (ValueError, UnicodeDecodeError) as error:
+            raise ValueError(
+                f"{self.metrics_path} is not valid JSON ({error}); move it aside to evaluate again"
+            ) from None
+        if not isinstance(found, dict):
+            raise ValueError(
+                f"{self.metrics_path} holds a {type(found).__name__}, not an evaluation (a JSON "
+                "object); move it aside to evaluate again"
+            )
+        return found
 
     def write_metrics(self, metrics: dict) -> None:
         """Write ``metrics.json`` atomically."""

@@ -77,6 +77,7 @@ def test_a_partial_evaluation_is_not_taken_for_a_finished_one(tmp_path, monkeypa
     (tmp_path / "metrics.json").write_text(json.dumps({"test_elbo_bpd": 5.0, "partial": True}))
     assert not baselines._fresh(RunDir(tmp_path))
     (tmp_path / "metrics.json").write_text('{"test_elbo_bpd": 5.')
-    assert not baselines._fresh(RunDir(tmp_path))
+    with pytest.raises(ValueError, match=r"metrics\.json is not valid JSON"):
+        baselines._fresh(RunDir(tmp_path))  # named, not taken for an unfinished one
     (tmp_path / "metrics.json").write_text(json.dumps({"test_elbo_bpd": 5.0}))
     assert baselines._fresh(RunDir(tmp_path))

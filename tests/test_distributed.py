@@ -158,3 +158,24 @@ def test_the_cli_under_torchrun_trains_resumes_and_evaluates(tmp_path):
     metrics = json.loads((whole / "metrics.json").read_text())
     assert "partial" not in metrics
     assert 0 < metrics["test_elbo_bpd"] < 16
+
+
+def test_a_sigterm_to_torchrun_stops_every_rank_after_the_same_step(tmp_path):
+    whole, stopped = tmp_path / "whole", tmp_path / "stopped"
+    finished(torchrun(2, "train", "--run-dir", str(whole), *TRAIN, "--epochs", "glow=2"))
+    process = torchrun(2, "train", "--run-dir", str(stopped), *TRAIN, "--epochs", "glow=2")
+    while not (stopped / "vae.ckpt").exists() and process.poll() is None:
+        time.sleep(0.05)
+    time.sleep(1.0)  # in the glow phase
+    process.send_signal(signal.SIGTERM)  # torchrun passes it on to its workers
+    out = process.communicate(timeout=120)[0].decode()
+    assert process.returncode != 0, out
+    assert "stopped by SIGTERM; kept" in out, out
+    assert "Resume with: pyro-vaeflow train" in out
+    saved = torch.load(stopped / "glow.ckpt", weights_only=True)
+    assert len(saved["rng"]["ranks"]) == 2  # both ranks' streams, at the same step
+    finished(
+        torchrun(2, "train", "--run-dir", str(stopped), *TRAIN, "--epochs", "glow=2", "--resume")
+    )
+    for name, value in weights(whole).items():
+        assert torch.equal(value, weights(stopped)[name]), name

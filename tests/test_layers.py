@@ -10,7 +10,7 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "pyro_vaeflow"
 
 LAYERS = [
-    {"validation", "files", "checkpoint", "distributed"},
+    {"validation", "faults", "files", "checkpoint", "distributed", "interrupt", "lock"},
     {"nets", "transforms", "data"},
     {"distributions"},
     {"models"},

@@ -115,9 +115,9 @@ def test_joint_is_ignored_with_a_warning_by_a_model_without_a_joint_phase():
 
 
 def test_bad_presets_are_refused():
-    with pytest.raises(ValueError, match="epochs must map"):
+    with pytest.raises(ValueError, match="field 'epochs' must be a non-empty dict"):
         override(PRESETS["cpu"], epochs={})
-    with pytest.raises(ValueError, match=r"epochs\['vae'\]"):
+    with pytest.raises(ValueError, match=r"epochs \(integers >= 0\), got \{'vae': -1\}"):
         override(PRESETS["cpu"], epochs={"vae": -1})
     with pytest.raises(ValueError, match="unknown preset fields"):
         Preset.from_dict({**PRESETS["cpu"].to_dict(), "colour": "red"})

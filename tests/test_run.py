@@ -196,11 +196,12 @@ def test_an_evaluation_continues_only_the_same_unfinished_one(change, tmp_path, 
 
 
 @pytest.mark.parametrize("content", [b'{"partial": tr', b"[1, 2]", b"null", b"\xff\xfe"])
-def test_an_unreadable_metrics_file_is_replaced(content, tmp_path):
+def test_an_unreadable_metrics_file_is_named_and_kept(content, tmp_path):
     preset = tiny("cpu", {"latent_dim": 4, **TINY})
     (tmp_path / "metrics.json").write_bytes(content)
-    metrics = evaluate(VAEFlow((1, 28, 28), **preset.model), preset, tmp_path, fid=False)
-    assert json.loads((tmp_path / "metrics.json").read_text()) == metrics
+    with pytest.raises(ValueError, match=r"metrics\.json (is not valid JSON|holds a)"):
+        evaluate(VAEFlow((1, 28, 28), **preset.model), preset, tmp_path, fid=False)
+    assert (tmp_path / "metrics.json").read_bytes() == content
 
 
 def test_the_summary_table_labels_the_models_own_metrics():

@@ -55,8 +55,11 @@ def test_config_and_metrics_read_back_or_give_clear_errors(tmp_path):
     assert run.read_metrics() is None
     run.write_metrics({"fid": 1.0})
     assert run.read_metrics() == {"fid": 1.0}
-    run.metrics_path.write_text("[1, 2]")
-    assert run.read_metrics() is None
+    for text, problem in (("[1, 2]", "holds a list"), ('{"fid": 1', "is not valid JSON")):
+        run.metrics_path.write_text(text)
+        with pytest.raises(ValueError, match=f"metrics.json {problem}"):
+            run.read_metrics()
+        assert run.metrics_path.read_text() == text  # left as it was
 
 
 def test_checkpoints_name_their_phase(tmp_path):

@@ -37,16 +37,32 @@ def _read_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
     try:
         with open(path, "rb") as file:
             entry = pickle.load(file, encoding="latin1")
-        data, labels = np.asarray(entry["data"]), np.asarray(entry["labels"])
-    except Exception as error:
-        raise ValueError(f"{path}: not a CIFAR-10 python batch ({error!r})") from error
+    except OSError as error:  # permission denied, an I/O error
+        raise ValueError(f"{path}: cannot be read ({error.strerror or error})") from error
+    except Exception as error:  # a corrupt pickle raises errors of many kinds
+        raise ValueError(
+            f"{path}: not a CIFAR-10 python batch: a corrupt or truncated pickle ({error!r})"
+        ) from error
+    if not isinstance(entry, dict) or not {"data", "labels"} <= entry.keys():
+        found = sorted(entry) if isinstance(entry, dict) else type(entry).__name__
+        raise ValueError(
+            f"{path}: not a CIFAR-10 python batch: expected a dict with 'data' and 'labels', "
+            f"found {found}"
+        )
+    data, labels = np.asarray(entry["data"]), np.asarray(entry["labels"])
     if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
         raise ValueError(
             f"{path}: expected uint8 data of shape [N, 3072], found {data.dtype} of shape "
             f"{data.shape}"
         )
-    if labels.shape != (len(data),):
-        raise ValueError(f"{path}: {len(data)} images but labels of shape {labels.shape}")
+    if labels.shape != (len(data),) or not np.issubdtype(labels.dtype, np.integer):
+        raise ValueError(
+            f"{path}: {len(data)} images but labels of type {labels.dtype} and shape {labels.shape}"
+        )
+    if len(labels) and not 0 <= labels.min() <= labels.max() <= 9:
+        raise ValueError(
+            f"{path}: labels must be classes 0..9, found {labels.min()}..{labels.max()}"
+        )
     return data, labels
 
 
@@ -63,7 +79,9 @@ def read_cifar10(split: str, kind: str, data_dir: str | os.PathLike | None) -> T
 
     Raises:
         FileNotFoundError: naming the folders and files that were expected.
-        ValueError: if a batch is not a valid CIFAR-10 batch.
+        ValueError: naming the batch and the reason, if it cannot be read, is not a valid
+            CIFAR-10 batch (a corrupt or truncated pickle, missing keys, data not ``uint8``
+            :math:`N \times 3072`) or has labels outside 0..9.
     """
     folder = _find_folder(split, data_dir)
     batches = [_read_batch(folder / batch) for batch in _BATCHES[split]]

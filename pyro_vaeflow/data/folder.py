@@ -18,21 +18,38 @@ IMAGE_EXTENSIONS = (".bmp", ".gif", ".jpeg", ".jpg", ".png", ".ppm", ".tif", ".t
 CELEBA_CROP = 128
 _GREY_MODES = ("1", "L", "LA")
 _CELEBA_PARTITION = {"train": "0", "test": "2"}
+#: At most this many unreadable images are listed in an error.
+_LISTED = 10
 
 
 def _open(path: Path) -> Image.Image:
+    """``Image.open``, with errors that name the file and say what is wrong with it."""
     try:
         return Image.open(path)
-    except (UnidentifiedImageError, OSError) as error:
-        raise ValueError(f"{path}: not a readable image ({error})") from error
+    except UnidentifiedImageError as error:
+        size = path.stat().st_size
+        raise ValueError(
+            f"{path}: not a readable image: Pillow cannot identify its format ({size} bytes)"
+        ) from error
+    except Image.DecompressionBombError as error:
+        raise ValueError(f"{path}: not a readable image: {error}") from error
+    except OSError as error:
+        if error.errno is None:  # Pillow's own, on the content (a JPEG cut short)
+            raise ValueError(f"{path}: corrupt or truncated image ({error})") from error
+        # The system's: permission denied, a broken link, an I/O error.
+        broken = path.is_symlink() and not path.exists()
+        reason = f"a broken link to {os.readlink(path)}" if broken else error.strerror or error
+        raise ValueError(f"{path}: cannot be read ({reason})") from error
 
 
 def _load(path: Path, mode: str, size: int | None, crop: int | None) -> np.ndarray:
     with _open(path) as image:
         try:
-            image = image.convert(mode)
-        except OSError as error:
+            image = image.convert(mode)  # Pillow reads the pixels here
+        except (OSError, SyntaxError) as error:
             raise ValueError(f"{path}: corrupt or truncated image ({error})") from error
+        except ValueError as error:  # a mode Pillow cannot convert, such as LAB
+            raise ValueError(f"{path}: cannot be converted to {mode} ({error})") from error
     if crop is not None:
         if min(image.size) < crop:
             raise ValueError(f"{path}: {image.size} is smaller than the {crop}×{crop} crop")
@@ -43,23 +60,38 @@ def _load(path: Path, mode: str, size: int | None, crop: int | None) -> np.ndarr
     return np.asarray(image).reshape(image.height, image.width, -1)
 
 
+def _grey(path: Path) -> bool:
+    """Whether the image ``path`` is grey-scale (read from its header only)."""
+    with _open(path) as image:
+        return image.mode in _GREY_MODES
+
+
 def _read_images(
     files: Sequence[Path], size: int | None, crop: int | None = None, mode: str | None = None
 ) -> Tensor:
     r"""Reads ``files`` into ``uint8 [N, C, H, W]``.
 
     ``mode`` is Pillow's (``"L"`` or ``"RGB"``); by default ``"L"`` if every image is
-    grey-scale, else ``"RGB"``.
+    grey-scale, else ``"RGB"``. Every file is tried before an unreadable one is reported, so
+    that one error lists them all (the first :data:`_LISTED`).
     """
+    problems: dict[Path, str] = {}
+
+    def attempt(read, path: Path, *args):
+        try:
+            return read(path, *args)
+        except ValueError as error:
+            problems[path] = str(error)
+            return None
+
     if mode is None:
-        greys = []
-        for path in files:
-            with _open(path) as image:
-                greys.append(image.mode in _GREY_MODES)
-        mode = "L" if all(greys) else "RGB"
+        greys = [attempt(_grey, path) for path in files]
+        mode = "L" if all(grey is not False for grey in greys) else "RGB"
     out = None
     for i, path in enumerate(files):
-        pixels = _load(path, mode, size, crop)
+        pixels = None if path in problems else attempt(_load, path, mode, size, crop)
+        if pixels is None:
+            continue
         if out is None:
             out = np.empty((len(files), *pixels.shape), dtype=np.uint8)
         elif pixels.shape != out.shape[1:]:
@@ -68,7 +100,25 @@ def _read_images(
                 f"{out.shape[2]}×{out.shape[1]}; pass image_size= to resize and centre-crop"
             )
         out[i] = pixels
+    if problems:
+        raise ValueError(_unreadable(problems, len(files)))
     return torch.from_numpy(out).permute(0, 3, 1, 2).contiguous()
+
+
+def _unreadable(problems: dict[Path, str], total: int) -> str:
+    """One error for the unreadable images: the problem of each, the first :data:`_LISTED`."""
+    if len(problems) == 1:
+        return next(iter(problems.values()))
+    lines = [problems[path] for path in sorted(problems)][:_LISTED]
+    if len(problems) > _LISTED:
+        lines.append(f"... and {len(problems) - _LISTED} more")
+    return f"{len(problems)} of {total} images cannot be read:\n  " + "\n  ".join(lines)
+
+
+def _raise_unlistable(error: OSError) -> None:
+    """``os.walk``'s ``onerror``: a folder that cannot be listed is an error, not skipped."""
+    reason = error.strerror or error
+    raise ValueError(f"folder: {error.filename} cannot be listed ({reason})") from error
 
 
 def _folder_files(split: str, data_dir: str | os.PathLike | None) -> tuple[Path, list[Path]]:
@@ -84,14 +134,18 @@ def _folder_files(split: str, data_dir: str | os.PathLike | None) -> tuple[Path,
             f"folder: {root} has no {split}/ subfolder (a folder without train/ and test/ "
             f"subfolders serves only split='train')"
         )
-    files = sorted(
-        path
-        for path in root.rglob("*")
-        if path.suffix.lower() in IMAGE_EXTENSIONS and path.is_file()
-    )
+    # Every file with an image's extension, broken links included (they are reported, not
+    # skipped); os.walk, unlike Path.rglob, does not skip a subfolder it cannot list.
+    found = [
+        Path(folder, name)
+        for folder, _, names in os.walk(root, onerror=_raise_unlistable)
+        for name in names
+    ]
+    files = sorted(path for path in found if path.suffix.lower() in IMAGE_EXTENSIONS)
     if not files:
+        others = f"; found {len(found)} other files, e.g. {min(found).name}" if found else ""
         raise FileNotFoundError(
-            f"folder: no images ({', '.join(IMAGE_EXTENSIONS)}) in {root} or its subfolders"
+            f"folder: no images ({', '.join(IMAGE_EXTENSIONS)}) in {root} or its subfolders{others}"
         )
     return root, files
 
@@ -106,6 +160,8 @@ def read_folder(
     ``ImageFolder``, the label of an image is the index of its top-level subfolder among the
     sorted subfolders. With ``image_size``, each image is resized (shorter side) and
     centre-cropped to ``image_size × image_size``; without it, all must have one size.
+    Grey-scale and colour images may be mixed: all are then read as RGB (a grey pixel
+    :math:`v` becomes :math:`(v, v, v)`), and an alpha channel is dropped.
 
     Args:
         split: ``"train"`` or ``"test"``.
@@ -114,8 +170,12 @@ def read_folder(
         image_size: the side of the square output, or ``None`` to keep the size.
 
     Raises:
-        FileNotFoundError: if the folder or its images are missing.
-        ValueError: if an image cannot be read, or sizes differ without ``image_size``.
+        FileNotFoundError: if the folder or its images are missing (the message says which
+            other files it found).
+        ValueError: naming the file and the reason, if an image cannot be read (not an image,
+            corrupt or truncated, permission denied, a broken link; every file is tried, and
+            the error lists the unreadable ones), a subfolder cannot be listed, or sizes
+            differ without ``image_size``.
     """
     root, files = _folder_files(split, data_dir)
     if kind == "images":

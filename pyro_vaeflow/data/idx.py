@@ -25,15 +25,39 @@ _DTYPES = {
 _GZIP_MAGIC = b"\x1f\x8b"
 
 
-def _read_bytes(path: str | os.PathLike) -> bytes:
-    with open(path, "rb") as file:
-        data = file.read()
-    if not data.startswith(_GZIP_MAGIC):
-        return data
+def _read_bytes(path: str | os.PathLike) -> tuple[bytes, bool]:
+    """The bytes of ``path``, gunzipped if they start with gzip's magic number, and whether
+    they were."""
     try:
-        return gzip.decompress(data)
-    except (EOFError, OSError, zlib.error) as error:
-        raise ValueError(f"{path}: corrupt or truncated gzip file ({error})") from error
+        with open(path, "rb") as file:
+            data = file.read()
+    except FileNotFoundError:
+        raise
+    except OSError as error:  # permission denied, a folder, an I/O error
+        raise ValueError(f"{path}: cannot be read ({error.strerror or error})") from error
+    if not data.startswith(_GZIP_MAGIC):
+        return data, False
+    try:
+        return gzip.decompress(data), True
+    except (EOFError, OSError, zlib.error) as error:  # gzip.BadGzipFile is an OSError
+        reason = (
+            "the compressed data end before the end-of-stream marker (cut short?)"
+            if isinstance(error, EOFError)
+            else str(error)
+        )
+        raise ValueError(f"{path}: corrupt or truncated gzip file: {reason}") from error
+
+
+def _magic_problem(magic: bytes) -> str | None:
+    """What is wrong with an IDX magic number ``00 00 <type> <ndim>``, or ``None``."""
+    if magic[:2] != b"\x00\x00":
+        return "an IDX file starts with two zero bytes"
+    if magic[2] not in _DTYPES:
+        codes = ", ".join(f"{code:02x}" for code in _DTYPES)
+        return f"unknown type code {magic[2]:02x} (expected one of {codes})"
+    if magic[3] == 0:
+        return "0 dimensions"
+    return None
 
 
 def read_idx(path: str | os.PathLike) -> Tensor:
@@ -51,20 +75,25 @@ def read_idx(path: str | os.PathLike) -> Tensor:
 
     Raises:
         FileNotFoundError: if the file does not exist.
-        ValueError: if the file is not a valid IDX file (the message says what is wrong).
+        ValueError: naming the file and what is wrong, if it cannot be read (e.g. permission
+            denied), is a corrupt or truncated gzip file, or is not a valid IDX file: a bad
+            magic number, an unknown type code, or data shorter or longer than the
+            :math:`\prod_i n_i` values of the header's sizes :math:`n_1, \dots, n_d`.
 
     Example:
         >>> labels = read_idx("/usr/share/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz")
         >>> labels.shape, labels.dtype
         (torch.Size([10000]), torch.uint8)
     """
-    data = _read_bytes(path)
+    data, compressed = _read_bytes(path)
     if len(data) < 4:
         raise ValueError(f"{path}: not an IDX file: {len(data)} bytes, shorter than the header")
-    if data[:2] != b"\x00\x00" or data[2] not in _DTYPES or data[3] == 0:
+    problem = _magic_problem(data[:4])
+    if problem is not None:
+        plain_gz = not compressed and str(path).endswith(".gz")
+        named_gz = "; named .gz but not gzip-compressed" if plain_gz else ""
         raise ValueError(
-            f"{path}: not an IDX file: bad magic number 0x{data[:4].hex()} (expected "
-            f"0x0000TTNN with type code TT in {{08, 09, 0b, 0c, 0d, 0e}} and NN >= 1 dimensions)"
+            f"{path}: not an IDX file: bad magic number 0x{data[:4].hex()}: {problem}{named_gz}"
         )
     dtype, ndim = _DTYPES[data[2]], data[3]
     offset = 4 + 4 * ndim

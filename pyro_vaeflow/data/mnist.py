@@ -90,7 +90,8 @@ def read_mnist(
 
     Raises:
         FileNotFoundError: as for :func:`find_idx`.
-        ValueError: if the file is not valid IDX or does not hold ``uint8`` images/labels.
+        ValueError: naming the file, if it is not valid IDX (see :func:`read_idx`), does not
+            hold ``uint8`` images/labels, or holds none.
 
     Example:
         >>> read_mnist("fashion-mnist", "test", "images").shape
@@ -104,5 +105,9 @@ def read_mnist(
         raise ValueError(
             f"{path}: expected uint8 {kind} {layout}, found {data.dtype} data of shape "
             f"{tuple(data.shape)}"
+        )
+    if len(data) == 0:
+        raise ValueError(
+            f"{path}: holds no {kind} (its header gives the shape {tuple(data.shape)})"
         )
     return data.unsqueeze(1) if kind == "images" else data.long()

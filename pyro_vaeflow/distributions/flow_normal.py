@@ -162,8 +162,13 @@ class FlowNormal(TorchDistribution):
         base = self.flow.inv(value)
         log_det = self.flow.log_abs_det_jacobian(base, value)
         log_det = _sum_rightmost(log_det, self._event_dim - self.flow.codomain.event_dim)
-        z = (base - self.loc) / self.scale
-        log_density = -0.5 * z**2 - self.scale.log() - 0.5 * math.log(2 * math.pi)
+        # torch's Normal.log_prob, operation for operation: with an identity flow (the Glow layer
+        # at the start of phase 2) this gives the plain Gaussian decoder's value exactly.
+        log_density = (
+            -((base - self.loc) ** 2) / (2 * self.scale**2)
+            - self.scale.log()
+            - math.log(math.sqrt(2 * math.pi))
+        )
         return _sum_rightmost(log_density, self._event_dim) - log_det
 
     def _check_event_shape(self, value: Tensor) -> None:

@@ -10,6 +10,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from pyro_vaeflow.interrupt import check_stop
 from pyro_vaeflow.validation import check_int
 
 __all__ = ["Statistics", "activations", "check_images", "moments", "statistics"]
@@ -82,6 +83,7 @@ def _features(batches: Iterator[Tensor], n: int, network: nn.Module, progress: b
             tqdm(total=n, desc="FID features", unit="img", disable=not progress) as bar,
         ):
             for batch in batches:
+                check_stop(f"the features of {done} images")  # a SIGTERM ends it here
                 x = check_images(batch, f"images {done}..{done + len(batch) - 1}")
                 out = network(x.to(device=device, dtype=torch.float32))
                 out = out[0] if isinstance(out, list | tuple) else out

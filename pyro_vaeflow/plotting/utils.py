@@ -91,10 +91,13 @@ def save_figure(fig: Figure, path: str | Path, dpi: int = 150) -> Path:
     if not path.suffix:
         path = path.with_suffix(".png")
     fig_format = path.suffix[1:]
-    atomic_write(
-        path, lambda stream: fig.savefig(stream, format=fig_format, dpi=dpi, bbox_inches="tight")
-    )
-    pyplot = sys.modules.get("matplotlib.pyplot")  # only if the user has imported it
-    if pyplot is not None:
-        pyplot.close(fig)
+    try:
+        atomic_write(
+            path,
+            lambda stream: fig.savefig(stream, format=fig_format, dpi=dpi, bbox_inches="tight"),
+        )
+    finally:
+        pyplot = sys.modules.get("matplotlib.pyplot")  # only if the user has imported it
+        if pyplot is not None:
+            pyplot.close(fig)
     return path

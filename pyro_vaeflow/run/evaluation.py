@@ -26,6 +26,7 @@ from pyro_vaeflow.distributed import (
     shard_bounds,
 )
 from pyro_vaeflow.infer import bits_per_dim, elbo, log_likelihood
+from pyro_vaeflow.interrupt import Interrupted, check_stop
 from pyro_vaeflow.models import ImageModel, switched_off
 from pyro_vaeflow.presets import Preset
 from pyro_vaeflow.rundir import RunDir
@@ -91,6 +92,7 @@ def _importance(model: ImageModel, images: torch.Tensor, samples: int, progress:
     log_px, ess = [], []
     batches = range(0, len(images), 25)
     for i in tqdm(batches, desc="importance sampling", disable=not progress, leave=False):
+        check_stop(f"importance sampling of {i} images")  # a SIGTERM ends it here
         result = log_likelihood(
             model.model,
             model.guide,
@@ -205,7 +207,10 @@ def evaluate(
     entry (a hash of the weights, the seed and the preset's sample sizes) is this evaluation's
     keeps its finished stages. Each stage draws from ``seed`` afresh, so a continued evaluation
     gives what an uninterrupted one gives; ``evaluation_seconds`` adds up the time of every
-    call.
+    call. The run's lock (:mod:`pyro_vaeflow.lock`) is held meanwhile, and inside a
+    :class:`~pyro_vaeflow.interrupt.GracefulStop` a SIGTERM or Ctrl-C ends the evaluation
+    within one batch with :class:`~pyro_vaeflow.interrupt.Interrupted`, its finished stages
+    kept.
 
     Under a :mod:`torch.distributed` process group every rank calls it: each computes the ELBO
     and the importance-sampled likelihood of its share of the test images and draws its share of
@@ -214,9 +219,37 @@ def evaluate(
     each rank draws from its own stream (exactly the same for a model without latents, such as
     the standalone Glow).
     """
+    if run_dir is None:
+        return _evaluate(
+            model, preset, None, data_dir, fid, fid_weights, fid_cache_dir, seed, progress
+        )
+    with RunDir(run_dir).lock():
+        return _evaluate(
+            model,
+            preset,
+            RunDir(run_dir),
+            data_dir,
+            fid,
+            fid_weights,
+            fid_cache_dir,
+            seed,
+            progress,
+        )
+
+
+def _evaluate(
+    model: ImageModel,
+    preset: Preset,
+    run: RunDir | None,
+    data_dir,
+    fid: bool,
+    fid_weights,
+    fid_cache_dir,
+    seed: int,
+    progress: bool,
+) -> dict:
     started, progress = time.perf_counter(), progress and is_main()
     images = _test_images(preset, data_dir, seed)
-    run = None if run_dir is None else RunDir(run_dir)
     metrics = {"preset": preset.name, "dataset": preset.dataset, "labels": _labels(model, preset)}
     if run is not None:
         metrics["evaluation"] = _evaluation_settings(model, preset, seed)
@@ -235,13 +268,21 @@ def evaluate(
     if kept and progress:
         tqdm.write(f"evaluate: continuing a stopped evaluation; kept {', '.join(kept)} ({run})")
     for key, stage in stages.items():
-        if key not in metrics:
-            torch.manual_seed(rank_seed(seed))
+        if key in metrics:
+            continue
+        torch.manual_seed(rank_seed(seed))
+        try:
             with _evaluating(model):
                 metrics.update(stage())
-            metrics["evaluation_seconds"] = spent + time.perf_counter() - started
-            if run is not None and is_main():
-                run.write_metrics({**metrics, "partial": True})
+        except Interrupted as stop:
+            done = [name for name in stages if name in metrics] or ["no stage"]
+            where = "nothing" if run is None else f"{run.metrics_path}"
+            raise Interrupted(
+                stop.signum, f"{where} (finished: {', '.join(done)}; {key} begins again)"
+            ) from None
+        metrics["evaluation_seconds"] = spent + time.perf_counter() - started
+        if run is not None and is_main():
+            run.write_metrics({**metrics, "partial": True})
     metrics["evaluation_seconds"] = spent + time.perf_counter() - started
     if run is not None and is_main():
         run.write_metrics(metrics)

@@ -3,9 +3,11 @@ r"""Report a run: its figures and a summary table of its metrics and training ti
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 from pyro_vaeflow.distributed import local
+from pyro_vaeflow.files import WriteError
 from pyro_vaeflow.models import ImageModel
 from pyro_vaeflow.rundir import RunDir
 
@@ -24,7 +26,8 @@ def make_figures(
     models, ``samples.png`` is a grid of their samples. Every run gets
     ``training_curves.png``: the training loss logged every few steps (smoothed, from the run's
     ``metrics.jsonl``), each epoch's validation bits/dim and the phase boundaries (the epochs of
-    ``history``, or of the run's log when it is empty).
+    ``history``, or of the run's log when it is empty). A figure that cannot be written (a
+    full disk) is left out of the returned paths with a warning.
     """
     from pyro_vaeflow import plotting
 
@@ -36,7 +39,19 @@ def make_figures(
     figures["training_curves"] = plotting.plot_training_curves(
         history or run.history(), steps=run.steps()
     )
-    return [plotting.save_figure(figure, run.figure_path(name)) for name, figure in figures.items()]
+    return [path for name, figure in figures.items() if (path := _save(figure, run, name))]
+
+
+def _save(figure, run: RunDir, name: str) -> Path | None:
+    """Save one figure; a figure that cannot be written (a full disk) is left out with a
+    warning, as the run's results do not depend on it."""
+    from pyro_vaeflow import plotting
+
+    try:
+        return plotting.save_figure(figure, run.figure_path(name))
+    except WriteError as error:
+        warnings.warn(f"{error}; the other figures and results are kept", stacklevel=3)
+        return None
 
 
 _EARLIER_LABELS = {

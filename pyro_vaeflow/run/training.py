@@ -39,7 +39,7 @@ def _prepare(run: RunDir, preset: Preset, resume: bool) -> None:
     write the preset to ``config.json``."""
     wanted = _as_json(preset)
     if run.config_path.exists():
-        found = _as_json(Preset.from_dict(run.read_config()))
+        found = _as_json(Preset.from_dict(run.read_config(), source=run.config_path))
         changed = sorted(k for k in _TRAINING_FIELDS if found[k] != wanted[k])
         if list(found["epochs"]) != list(wanted["epochs"]):
             changed.append("the phases")
@@ -101,6 +101,7 @@ def train(
     resume: bool = False,
     seed: int = 0,
     progress: bool = True,
+    checkpoint_every: float | None = None,
 ) -> tuple[ImageModel, list[dict]]:
     """Train the preset's model, phase after phase (see :func:`schedule`).
 
@@ -117,10 +118,30 @@ def train(
     left that its epochs are of the epochs left. The final model is saved as
     ``<run_dir>/model.pt``.
 
+    The run's lock (:mod:`pyro_vaeflow.lock`) is held throughout: a second process training or
+    evaluating into ``run_dir`` gets a :class:`~pyro_vaeflow.lock.RunLockedError` naming this
+    one. A SIGTERM or Ctrl-C finishes the current step, writes a mid-epoch checkpoint and
+    raises :class:`~pyro_vaeflow.interrupt.Interrupted`; ``checkpoint_every`` (minutes) also
+    writes one during long epochs. ``resume=True`` continues from either exactly.
+
     Returns:
         The trained model and the history of all phases.
     """
     run = RunDir(run_dir)
+    with run.lock():
+        return _train(preset, run, data_dir, device, resume, seed, progress, checkpoint_every)
+
+
+def _train(
+    preset: Preset,
+    run: RunDir,
+    data_dir,
+    device,
+    resume: bool,
+    seed: int,
+    progress: bool,
+    checkpoint_every: float | None,
+) -> tuple[ImageModel, list[dict]]:
     pixels = load_images(preset.dataset, "train", data_dir)
     if tuple(pixels.shape[1:]) != preset.image_shape:
         raise ValueError(
@@ -140,6 +161,7 @@ def train(
         clip_norm=preset.clip_norm,
         seed=seed,
         progress=progress,
+        checkpoint_every=checkpoint_every,
     )
     phases = schedule(preset, model)  # the preset is checked before the run directory is used
     _prepare(run, preset, resume)

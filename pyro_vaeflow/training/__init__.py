@@ -3,7 +3,9 @@
 :func:`fit` is the engine; its parts can be used and tested alone: the options
 (:class:`FitConfig`), the learning-rate schedule (:class:`LearningRateSchedule`), early stopping
 and the time budget (:class:`EarlyStopping`, :class:`TimeBudget`), the phase checkpoint
-(:class:`PhaseCheckpoint`), the phases a model declares (:func:`phase`) and the guarded SVI step
+(:class:`PhaseCheckpoint`), the position inside an epoch and the decision to checkpoint or stop
+after a step (:class:`EpochProgress`, :class:`StepControl`), the phases a model declares
+(:func:`phase`) and the guarded SVI step
 (:class:`GuardedSVI`, :class:`MultiTensorAdam`), and the same step over every process of a
 :mod:`torch.distributed` group (:class:`DataParallelSVI`), which ``fit`` takes when a group is
 initialised.
@@ -12,6 +14,7 @@ initialised.
 from pyro_vaeflow.training.batches import Batches, to_model
 from pyro_vaeflow.training.checkpoint import PhaseCheckpoint
 from pyro_vaeflow.training.config import FitConfig
+from pyro_vaeflow.training.epoch import EpochProgress, StepControl
 from pyro_vaeflow.training.fit import fit, loss_to_bits_per_dim
 from pyro_vaeflow.training.guarded_svi import GuardedSVI, NonFiniteLossError
 from pyro_vaeflow.training.optim import MultiTensorAdam
@@ -24,12 +27,14 @@ __all__ = [
     "Batches",
     "DataParallelSVI",
     "EarlyStopping",
+    "EpochProgress",
     "FitConfig",
     "GuardedSVI",
     "LearningRateSchedule",
     "MultiTensorAdam",
     "NonFiniteLossError",
     "PhaseCheckpoint",
+    "StepControl",
     "TimeBudget",
     "fit",
     "loss_to_bits_per_dim",

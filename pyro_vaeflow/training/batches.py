@@ -88,21 +88,30 @@ class Batches:
         return dequantize(x, self.n_bits, self._noise) if x.dtype == torch.uint8 else x
 
     def __iter__(self) -> Iterator[Tensor]:
+        return self.iterate()
+
+    def iterate(self, start: int = 0) -> Iterator[Tensor]:
+        """The batches of one epoch from batch ``start`` on (the batches before it are not
+        drawn, but the epoch's order is: a resumed epoch continues the one that stopped)."""
         if self.noise_seed is not None:
             self._noise = torch.Generator().manual_seed(self.noise_seed)
+        n = len(self.data)
+        order = torch.randperm(n, generator=self.generator) if self.shuffle else None
         if isinstance(self.data, Tensor):
-            n = len(self.data)
-            order = torch.randperm(n, generator=self.generator) if self.shuffle else None
-            for step in range(len(self)):
-                index = slice(step * self.batch_size, (step + 1) * self.batch_size)
+            for step in range(start, len(self)):
+                window = slice(step * self.batch_size, (step + 1) * self.batch_size)
                 yield self._prepare(
-                    self.data[order[index]] if order is not None else self.data[index]
+                    self.data[order[window]] if order is not None else self.data[window]
                 )
         else:
+            first = start * self.batch_size
+            sampler = order[first:].tolist() if order is not None else range(first, n)
+            # A generator of its own: the loader draws a seed from it (for worker processes),
+            # which would otherwise come from torch's global stream and change the training's.
             loader = DataLoader(
-                self.data, self.batch_size, shuffle=self.shuffle, generator=self.generator
+                self.data, self.batch_size, sampler=sampler, generator=torch.Generator()
             )
-            for _, batch in zip(range(len(self)), loader, strict=False):
+            for _, batch in zip(range(start, len(self)), loader, strict=False):
                 yield self._prepare(batch)
 
 

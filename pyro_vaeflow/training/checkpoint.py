@@ -32,8 +32,10 @@ def set_rng_state(state: dict, device: torch.device) -> None:
 
 @dataclass
 class PhaseCheckpoint:
-    """The state of a phase after an epoch: the model, the optimiser, the random generators,
-    the history and the early-stopping record.
+    """The state of a phase after an epoch, or in the middle of one: the model, the optimiser,
+    the random generators, the history, the early-stopping record, the running sums of the
+    step log and, in the middle of an epoch, how far it has come (``position``, an
+    :class:`~pyro_vaeflow.training.epoch.EpochProgress` as plain data).
 
     :meth:`capture` takes it from the live objects, :meth:`restore` puts it back, and
     :meth:`to_payload`/:meth:`from_payload` convert it to and from the plain data a checkpoint
@@ -56,6 +58,8 @@ class PhaseCheckpoint:
     early_stopped: bool
     architecture: str | None = None
     config: dict | None = None
+    step_log: tuple[float, int] = (0.0, 0)
+    position: dict | None = None
 
     @classmethod
     def capture(
@@ -67,11 +71,19 @@ class PhaseCheckpoint:
         history: list[dict],
         epoch: int,
         early_stopped: bool,
+        *,
+        data_generator: torch.Generator | None = None,
+        step_log: tuple[float, int] = (0.0, 0),
+        position: dict | None = None,
     ) -> PhaseCheckpoint:
-        """The state of a phase that has run ``epoch`` epochs. Under a process group every
-        rank calls it: the random generators' states of all the ranks are gathered."""
+        """The state of a phase that has run ``epoch`` epochs (and ``position`` of the next
+        one). Under a process group every rank calls it: the random generators' states of all
+        the ranks are gathered. ``data_generator`` is the data's own generator, if it has one
+        (a :class:`~pyro_vaeflow.data.DynamicallyBinarized` dataset's)."""
         device = next(model.parameters()).device
         rng = {**rng_state(device), "shuffle": shuffle.get_state()}
+        if data_generator is not None:
+            rng["data"] = data_generator.get_state()
         if world_size() > 1:
             rng["ranks"] = gather_objects(rng_state(device))
         return cls(
@@ -84,6 +96,8 @@ class PhaseCheckpoint:
             early_stopped=early_stopped,
             architecture=getattr(model, "architecture", None),
             config=getattr(model, "config", None),
+            step_log=step_log,
+            position=position,
         )
 
     def restore(
@@ -93,6 +107,7 @@ class PhaseCheckpoint:
         shuffle: torch.Generator,
         stopping: EarlyStopping,
         seed: int = 0,
+        data_generator: torch.Generator | None = None,
     ) -> None:
         """Put the saved state back into the live objects (weights saved in an older layout
         are upgraded by the model class's ``upgrade_state_dict``).
@@ -100,8 +115,9 @@ class PhaseCheckpoint:
         Each rank takes back its own random generator when the checkpoint was written by as
         many processes as there are now; with another number of processes every rank's stream
         is re-derived from ``seed`` and the epoch
-        (:func:`~pyro_vaeflow.distributed.rank_seed`). The data order (``shuffle``) is the
-        same either way."""
+        (:func:`~pyro_vaeflow.distributed.rank_seed`). The data order (``shuffle``, set to the
+        unfinished epoch's start when there is one) and the data's own generator are the same
+        either way."""
         upgrade = getattr(type(model), "upgrade_state_dict", lambda state: state)
         model.load_state_dict(upgrade(self.model))
         optim.set_state(self.optimizer)
@@ -110,7 +126,10 @@ class PhaseCheckpoint:
             set_rng_state(ranks[rank()], next(model.parameters()).device)
         else:
             pyro.set_rng_seed(rank_seed(seed, self.epoch))
-        shuffle.set_state(self.rng["shuffle"])
+        unfinished = self.position
+        shuffle.set_state(self.rng["shuffle"] if unfinished is None else unfinished["shuffle"])
+        if data_generator is not None and "data" in self.rng:
+            data_generator.set_state(self.rng["data"])
         best = dict(self.best)
         if best["weights"] is not None:
             best["weights"] = upgrade(best["weights"])
@@ -126,6 +145,8 @@ class PhaseCheckpoint:
             "history": self.history,
             "best": self.best,
             "rng": self.rng,
+            "step_log": list(self.step_log),
+            "position": self.position,
         }
         if self.architecture is not None:  # so that load_model reads a training checkpoint
             payload.update(architecture=self.architecture, config=self.config)
@@ -144,4 +165,6 @@ class PhaseCheckpoint:
             early_stopped=bool(payload["early_stopped"]),
             architecture=payload.get("architecture"),
             config=payload.get("config"),
+            step_log=tuple(payload.get("step_log", (0.0, 0))),
+            position=payload.get("position"),
         )

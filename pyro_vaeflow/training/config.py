@@ -44,6 +44,10 @@ class FitConfig:
             or ``inf``: no limit).
         log_every: log the mean training loss of every this many steps (to ``metrics.jsonl``
             and TensorBoard, when training into a run directory).
+        checkpoint_every: when training into a run directory, also write a checkpoint in the
+            middle of an epoch every this many minutes (``None``: only after each epoch, and
+            when a SIGTERM or Ctrl-C stops the run); a resume from it continues the epoch
+            exactly where it stopped.
 
     Example:
         >>> FitConfig(epochs=2, batch_size=64).lr
@@ -69,6 +73,7 @@ class FitConfig:
     progress: bool = True
     time_budget: float | None = None
     log_every: int = 10
+    checkpoint_every: float | None = None
 
     def __post_init__(self) -> None:
         check_int("epochs", self.epochs, 0)
@@ -91,6 +96,8 @@ class FitConfig:
         if self.time_budget is not None and self.time_budget != math.inf:
             check_number("time_budget", self.time_budget)
         check_int("log_every", self.log_every)
+        if self.checkpoint_every is not None:
+            check_number("checkpoint_every", self.checkpoint_every, 0.0, strict=True)
 
     def replace(self, **options) -> FitConfig:
         """A copy with some options changed; an unknown option is a ``TypeError`` that lists

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import os
 import time
+from contextlib import nullcontext
 from functools import partial
 
 import pyro
@@ -16,12 +17,13 @@ from tqdm.auto import tqdm
 
 from pyro_vaeflow.data import train_val_split
 from pyro_vaeflow.distributed import all_sum, barrier, broadcast, is_main, rank_seed, world_size
+from pyro_vaeflow.interrupt import GracefulStop, Interrupted
 from pyro_vaeflow.models import Phase
 from pyro_vaeflow.rundir import MetricsLog, RunDir
 from pyro_vaeflow.training.batches import Batches, to_model
 from pyro_vaeflow.training.checkpoint import PhaseCheckpoint
 from pyro_vaeflow.training.config import FitConfig
-from pyro_vaeflow.training.guarded_svi import GuardedSVI
+from pyro_vaeflow.training.epoch import EpochProgress, StepControl, StepLog, run_epoch
 from pyro_vaeflow.training.optim import MultiTensorAdam
 from pyro_vaeflow.training.parallel import DataParallelSVI
 from pyro_vaeflow.training.phases import phase as training_phase
@@ -122,6 +124,9 @@ def fit(
     run = None if run_dir is None else RunDir(run_dir)
     pyro.set_rng_seed(rank_seed(config.seed))
     shuffle = torch.Generator().manual_seed(config.seed)
+    data_generator = getattr(data, "generator", None)
+    if not isinstance(data_generator, torch.Generator):
+        data_generator = None
     batches = Batches(data, config.batch_size, config.n_bits, generator=shuffle, shard=True)
     optim = MultiTensorAdam(lr=config.lr, clip_norm=config.clip_norm or None)
     schedule = LearningRateSchedule(
@@ -130,38 +135,88 @@ def fit(
     saved = None
     if resume and run is not None and run.has_checkpoint(phase):
         saved = PhaseCheckpoint.from_payload(run.load_checkpoint(phase))
-        saved.restore(model, optim, shuffle, stopping, config.seed)
+        saved.restore(model, optim, shuffle, stopping, config.seed, data_generator)
     history, start = (saved.history, saved.epoch) if saved else ([], 0)
     end = start if saved and saved.early_stopped else config.epochs
+    unfinished = saved.position if saved else None
     # One particle needs no particle plate (the same draws, without the extra batch dimension).
     particles = config.num_particles
     elbo = Trace_ELBO(particles, vectorize_particles=particles > 1, max_plate_nesting=1)
     budget = TimeBudget(config.time_budget)
     log = run.metrics_log() if run is not None and is_main() else MetricsLog(None)
-    steps = _StepLog(log, phase, config.log_every, partial(_to_bpd, model.num_dims, config.n_bits))
-    with pyro.get_param_store().scope(), training_phase(model, phase), log:
+    steps = StepLog(log, phase, config.log_every, partial(_to_bpd, model.num_dims, config.n_bits))
+    steps.total, steps.count = saved.step_log if saved else (0.0, 0)
+    control = StepControl(config.checkpoint_every if run is not None else None)
+    signals = GracefulStop() if run is not None else nullcontext()
+    with pyro.get_param_store().scope(), training_phase(model, phase), log, signals:
         svi = DataParallelSVI(
             model.model, model.guide, optim, elbo, model, config.max_consecutive_skipped
         )
+
+        def keep(epoch: int, early_stopped: bool = False, position: dict | None = None) -> str:
+            """Write the phase's checkpoint (every rank gathers; rank 0 writes)."""
+            if run is None:
+                return "nothing (no run directory)"
+            state = PhaseCheckpoint.capture(
+                model,
+                optim,
+                shuffle,
+                stopping,
+                history,
+                epoch,
+                early_stopped,
+                data_generator=data_generator,
+                step_log=(steps.total, steps.count),
+                position=position,
+            )
+            if is_main():
+                run.save_checkpoint(phase, state.to_payload())
+            barrier()
+            where = (
+                f"epoch {epoch}"
+                if position is None
+                else (f"epoch {epoch + 1}, step {position['step']} of {len(batches)}")
+            )
+            return f"{run.checkpoint_path(phase)} ({phase} {where})"
+
         for epoch in range(start, end):
-            if not broadcast(budget.allows_epoch(history)):  # rank 0's clock decides
-                _say(config, f"{phase}: stopping after epoch {epoch}, the time budget is spent")
-                break
-            row = _run_epoch(svi, model, batches, schedule, epoch, config, steps)
+            if unfinished is None:
+                if not broadcast(budget.allows_epoch(history)):  # rank 0's clock decides
+                    _say(config, f"{phase}: stopping after epoch {epoch}, the time budget is spent")
+                    break
+                progress = EpochProgress(shuffle=shuffle.get_state())
+            else:
+                progress = EpochProgress.from_dict(unfinished)
+                unfinished = None
+                _say(config, f"{phase}: continuing epoch {epoch + 1} at step {progress.step}")
+
+            def keep_unfinished(progress: EpochProgress, epoch: int = epoch) -> str:
+                return keep(epoch, position=progress.to_dict())
+
+            row = run_epoch(
+                svi,
+                model,
+                batches,
+                schedule,
+                epoch,
+                config,
+                steps,
+                progress,
+                control,
+                keep_unfinished,
+            )
             began = time.perf_counter()
             row["val_bpd"] = _bits_per_dim(model, val_batches, config.seed)
             row["seconds"] += time.perf_counter() - began  # what the time budget counts
             history.append(row)
             stop = stopping.update(row["val_bpd"], model)
-            if run is not None:
-                state = PhaseCheckpoint.capture(
-                    model, optim, shuffle, stopping, history, epoch + 1, stop
-                )
-                if is_main():
-                    run.save_checkpoint(phase, state.to_payload())
-                barrier()
+            kept = keep(epoch + 1, stop)
+            control.written()
             log.write(row)
             _say(config, _describe(row))
+            _, signum = control.after_step()
+            if signum is not None:
+                raise Interrupted(signum, kept)
             if stop:
                 break
     stopping.restore_best(model)
@@ -203,59 +258,6 @@ def _validation(
         drop_short_last=False,  # every validation image counts
     )
     return data, val_batches, stopping
-
-
-class _StepLog:
-    """Writes the mean loss of every ``every`` steps of a phase, across epoch boundaries (the
-    steps with a non-finite loss left out)."""
-
-    def __init__(self, log: MetricsLog, phase: str, every: int, to_bpd) -> None:
-        self.log, self.phase, self.every, self.to_bpd = log, phase, every, to_bpd
-        self.total, self.count = 0.0, 0
-
-    def add(self, step: int, epoch: int, loss: float, images: int, lr: float) -> None:
-        """Record step ``step`` (counted from 1 over the phase) of epoch ``epoch``."""
-        if math.isfinite(loss):
-            self.total, self.count = self.total + loss, self.count + images
-        if step % self.every == 0 and self.count:
-            bpd = self.to_bpd(self.total, self.count)
-            row = {"kind": "step", "phase": self.phase, "epoch": epoch, "step": step}
-            self.log.write({**row, "train_bpd": bpd, "lr": lr})
-            self.total, self.count = 0.0, 0
-
-
-def _run_epoch(
-    svi: GuardedSVI,
-    model: nn.Module,
-    batches: Batches,
-    schedule: LearningRateSchedule,
-    epoch: int,
-    config: FitConfig,
-    steps: _StepLog,
-) -> dict:
-    """One pass over the data: its row of the history."""
-    began, skipped, first = time.perf_counter(), svi.skipped, epoch * len(batches)
-    total, count = 0.0, 0
-    label = f"{steps.phase} {epoch + 1}/{config.epochs}"
-    bar = tqdm(batches, desc=label, disable=not config.progress, leave=False)
-    for step, x in enumerate(bar):
-        lr = schedule.at(epoch, step)
-        svi.optim.set_lr(lr)
-        loss = svi.step(to_model(x, model))  # the global batch's, on every rank
-        images = batches.global_size(step)
-        if math.isfinite(loss):
-            total, count = total + loss, count + images
-            bar.set_postfix(bpd=f"{steps.to_bpd(loss, images):.3f}")
-        steps.add(first + step + 1, epoch + 1, loss, images, lr)
-    return {
-        "phase": steps.phase,
-        "epoch": epoch + 1,
-        "lr": schedule.epoch_rate(epoch),
-        "train_bpd": steps.to_bpd(total, count) if count else math.nan,
-        "skipped": svi.skipped - skipped,
-        "seconds": time.perf_counter() - began,
-        "step": first + len(batches),
-    }
 
 
 @torch.no_grad()
