@@ -34,8 +34,9 @@ class Interrupted(KeyboardInterrupt):
 class GracefulStop:
     """Within the block, SIGTERM and SIGINT ask for a stop instead of ending the process.
 
-    Outside the main thread (where Python cannot handle signals) it does nothing; nested, the
-    outer one stays in charge. The handlers in place before are put back on exit.
+    Outside the main thread (where Python cannot handle signals) it does nothing, a signal that
+    is ignored (SIGINT in a ``nohup`` job) stays ignored, and nested, the outer one stays in
+    charge. The handlers in place before are put back on exit.
 
     Example:
         >>> import os
@@ -56,6 +57,8 @@ class GracefulStop:
             return GracefulStop._active
         if threading.current_thread() is threading.main_thread():
             for signum in _SIGNALS:
+                if signal.getsignal(signum) is signal.SIG_IGN:  # e.g. SIGINT under nohup: kept
+                    continue
                 self._previous[signum] = signal.signal(signum, self._handle)
             GracefulStop._active = self
         return self
