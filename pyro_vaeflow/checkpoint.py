@@ -104,9 +104,8 @@ def _keep_previous(path: Path) -> list[str]:
             f"{corrupt.name} and kept {previous.name}",
             stacklevel=4,
         )
-    if previous.is_file() and _sha256(previous) in recorded:
-        return [_sha256(previous)]
-    return []
+    kept = _sha256(previous) if previous.is_file() else None
+    return [kept] if kept in recorded else []
 
 
 def _link_or_copy(source: Path, target: Path) -> None:
