@@ -39,6 +39,7 @@ apigen_modules = [
     "pyro_vaeflow.presets",
     "pyro_vaeflow.rundir",
     "pyro_vaeflow.distributed",
+    "pyro_vaeflow.acceleration",
     "pyro_vaeflow.run",
     "pyro_vaeflow.checkpoint",
     "pyro_vaeflow.lock",

@@ -6,6 +6,7 @@ temperatures, sharpening, interpolation, training curves) go to the run director
 
     python examples/fashion_mnist.py --preset cpu --run-dir runs/fashion_mnist
     python examples/fashion_mnist.py --preset cpu --run-dir runs/fashion_mnist --resume
+    python examples/fashion_mnist.py --preset cpu --compile   # the networks compiled
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from pyro_vaeflow.acceleration import PRECISIONS, Acceleration
 from pyro_vaeflow.presets import PRESETS, get_preset, override
 from pyro_vaeflow.run import evaluate, make_figures, summary_table, train
 
@@ -37,6 +39,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-fid", action="store_true", help="skip FID")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("--compile", action="store_true", help="compile the networks")
+    parser.add_argument(
+        "--precision", choices=sorted(PRECISIONS), default="fp32", help="the networks' arithmetic"
+    )
     parser.add_argument("--smoke", action="store_true", help="a tiny run in a temporary folder")
     return parser.parse_args(argv)
 
@@ -59,6 +65,7 @@ def main(args: argparse.Namespace) -> dict:
         resume=args.resume,
         seed=args.seed,
         progress=not args.quiet,
+        acceleration=Acceleration(compile=args.compile, precision=args.precision),
     )
     metrics = evaluate(
         vae,

@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 
 from pyro_vaeflow import __version__
+from pyro_vaeflow.acceleration import PRECISIONS, Acceleration
 from pyro_vaeflow.distributed import is_main, local, process_group, rank, world_size
 from pyro_vaeflow.files import WriteError, atomic_write
 from pyro_vaeflow.interrupt import GracefulStop, Interrupted
@@ -51,6 +52,12 @@ def _add_evaluation(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--temperature", type=float, help="Glow temperature of FID samples")
     parser.add_argument("--no-fid", action="store_true", help="skip FID")
     parser.add_argument("--fid-weights", type=Path, help="Inception weights file (offline)")
+    parser.add_argument(
+        "--fid-precision",
+        choices=["bf16", "fp32"],
+        default="fp32",
+        help="Inception's arithmetic: fp32 (FID's protocol) or bf16 (a fast approximation)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -87,6 +94,21 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         metavar="MINUTES",
         help="also checkpoint in the middle of an epoch every MINUTES (a stop always does)",
+    )
+    train.add_argument(
+        "--compile", action="store_true", help="compile the networks with torch.compile"
+    )
+    train.add_argument(
+        "--compile-mode", help="torch.compile's mode, e.g. reduce-overhead (CUDA graphs)"
+    )
+    train.add_argument(
+        "--precision",
+        choices=sorted(PRECISIONS),
+        default="fp32",
+        help="the networks' arithmetic (bf16: autocast; log-dets and the ELBO stay float32)",
+    )
+    train.add_argument(
+        "--no-tf32", dest="tf32", action="store_false", help="no TF32 matmuls on CUDA"
     )
     train.add_argument("--evaluate", action="store_true", help="evaluate and draw figures after")
     _add_evaluation(train)
@@ -144,6 +166,7 @@ def _run_evaluation(vae, preset, history, args) -> None:
         data_dir=args.data_dir,
         fid=not args.no_fid,
         fid_weights=args.fid_weights,
+        fid_precision=args.fid_precision,
         seed=args.seed,
         progress=not args.quiet,
     )
@@ -185,6 +208,7 @@ def _train(args: argparse.Namespace, device: torch.device) -> None:
         seed=args.seed,
         progress=not args.quiet,
         checkpoint_every=args.checkpoint_every,
+        acceleration=Acceleration(args.compile, args.precision, args.tf32, args.compile_mode),
     )
     _say(f"trained: {RunDir(args.run_dir).model_path}")
     if args.evaluate:

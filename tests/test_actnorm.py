@@ -76,3 +76,15 @@ def test_wrong_channels_raise_a_clear_error():
 def test_unknown_init_is_rejected():
     with pytest.raises(ValueError, match="init"):
         ActNorm2d(2, init="zeros")
+
+
+def test_the_initialized_flag_is_read_until_seen_true_and_again_after_loading():
+    norm = ActNorm2d(2)
+    assert norm.pending_initialization()
+    norm.inv(torch.randn(8, 2, 3, 3))
+    assert not norm.pending_initialization()
+    with torch.no_grad():
+        norm.initialized.fill_(False)  # not read again: a GPU would wait for it at every call
+    assert not norm.pending_initialization()
+    norm.load_state_dict(ActNorm2d(2).state_dict())  # an uninitialised layer's state
+    assert norm.pending_initialization()

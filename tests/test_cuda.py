@@ -9,16 +9,18 @@ run ``pytest tests/test_cuda.py`` (``benchmarks/gpu_checks.sh`` does).
 from __future__ import annotations
 
 import copy
+import math
 
 import pytest
 import torch
 from pyro import poutine
 from pyro.poutine.util import site_is_subsample
 
+from pyro_vaeflow.acceleration import accelerate
 from pyro_vaeflow.cli import main
 from pyro_vaeflow.data import binarize
 from pyro_vaeflow.models import VAEFlow, build_model, load_model
-from pyro_vaeflow.training import fit
+from pyro_vaeflow.training import Batches, fit
 from tests.helpers import TINY, TINY_MODELS, TINY_TWO_STAGE, fashion_images, fashion_pixels
 from tests.registry import CASES
 
@@ -119,3 +121,20 @@ def test_a_run_trained_on_the_gpu_evaluates_on_the_cpu_and_samples_on_the_gpu(tm
     assert main(["evaluate", *run, *evaluation]) == 0
     assert main(["sample", *run, "--n", "4", "--device", "cuda"]) == 0
     assert (tmp_path / "samples.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_batches_are_dequantised_on_the_gpu_and_validation_noise_stays_the_cpus():
+    pixels = fashion_pixels(32)
+    train = next(iter(Batches(pixels, 16, shuffle=False, device=CUDA)))
+    assert train.device.type == "cuda"
+    assert torch.equal((train * 256).floor().to(torch.uint8).cpu(), pixels[:16])
+    val = next(iter(Batches(pixels, 16, shuffle=False, noise_seed=3, device=CUDA)))
+    cpu_val = next(iter(Batches(pixels, 16, shuffle=False, noise_seed=3)))
+    assert torch.equal(val.cpu(), cpu_val)
+
+
+def test_compiled_bf16_training_on_the_gpu():
+    vae = VAEFlow((1, 28, 28), **{"latent_dim": 4, **TINY}).to(CUDA)
+    accelerate(vae, compile=True, precision="bf16")
+    history = fit(vae, fashion_pixels(32), "joint", epochs=1, batch_size=16, progress=False)
+    assert math.isfinite(history[-1]["train_bpd"])

@@ -12,7 +12,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "pyro_vaeflow"
 LAYERS = [
     {"validation", "faults", "files", "checkpoint", "distributed", "interrupt", "lock"},
     {"nets", "transforms", "data"},
-    {"distributions"},
+    {"distributions", "acceleration"},
     {"models"},
     {"infer", "metrics", "plotting", "rundir"},
     {"training"},

@@ -193,11 +193,13 @@ class FlowNormal(TorchDistribution):
                 f"{name}.log_prob: the batch shape {tuple(value.shape[: value.dim() - n])} of the "
                 f"value does not broadcast with the distribution's {tuple(self.batch_shape)}"
             ) from None
-        if not torch.isfinite(value).all():
-            bad = (~torch.isfinite(value)).sum().item()
+        not_finite, outside = ~torch.isfinite(value), ~self.support.check(value)
+        # One read of the device for both checks (each read waits for a GPU's queue).
+        any_not_finite, any_outside = torch.stack([not_finite.any(), outside.any()]).tolist()
+        if any_not_finite:
+            bad = not_finite.sum().item()
             raise ValueError(f"{name}.log_prob got {bad} NaN or infinite values")
-        outside = ~self.support.check(value)
-        if outside.any():
+        if any_outside:
             raise ValueError(
                 f"{name}.log_prob got {outside.sum().item()} values outside the support "
                 f"{self.support} (the flow's codomain)"

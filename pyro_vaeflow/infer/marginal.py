@@ -13,8 +13,11 @@ from pyro_vaeflow.infer.diagnostics import ImportanceDiagnostics, LogWeightAccum
 
 __all__ = ["CHUNK_ELEMENTS", "default_chunk_size", "log_likelihood"]
 
-#: The default chunk of :func:`log_likelihood` holds at most this many observed elements.
-CHUNK_ELEMENTS = 2**21
+#: The default chunk of :func:`log_likelihood` holds at most this many observed elements: the
+#: fastest chunk of ``benchmarks/bench_importance.py`` (the ``cpu`` preset's model, 25 images of
+#: 28 × 28, as the evaluation draws them) held 196 000: 10 samples, 0.79x the time of the
+#: former default's 106 (``docs/benchmarks.md``).
+CHUNK_ELEMENTS = 200_000
 
 
 def default_chunk_size(num_data: int, datum_numel: int) -> int:
@@ -22,11 +25,13 @@ def default_chunk_size(num_data: int, datum_numel: int) -> int:
 
     With :math:`N` data of :math:`D` observed elements each, a chunk of :math:`C` samples traces
     the model on :math:`C N` data at once, and its activations grow with :math:`C N D`; the chunk
-    is :math:`\max(1, \lfloor 2^{21} / (N D) \rfloor)` (e.g. 106 for 25 images of 28 × 28).
+    is :math:`\max(1, \lfloor 200\,000 / (N D) \rfloor)` (e.g. 10 for 25 images of 28 × 28).
+    Larger chunks cost memory and, on the 2-core CPU where it was measured, time as well
+    (``benchmarks/bench_importance.py``); much smaller ones pay each trace's fixed cost too often.
 
     Example:
         >>> default_chunk_size(25, 28 * 28), default_chunk_size(100, 28 * 28)
-        (106, 26)
+        (10, 2)
     """
     return max(1, CHUNK_ELEMENTS // (num_data * datum_numel))
 
@@ -81,7 +86,7 @@ def log_likelihood(
     guide under an outer ``pyro.plate("_particles", chunk, dim=-(max_plate_nesting + 1))``, so the
     memory grows with ``chunk_size`` times :math:`N`, not with :math:`K`. By default the chunk
     keeps ``chunk_size`` :math:`\times N \times` (the observed elements per datum) under
-    :math:`2^{21}` (:func:`default_chunk_size`). Chunks are combined by a running, overflow-safe
+    :math:`200\,000` (:func:`default_chunk_size`). Chunks are combined by a running, overflow-safe
     log-sum-exp (:class:`~pyro_vaeflow.infer.LogWeightAccumulator`). With ``vectorize=False`` the
     samples are drawn one trace at a time instead, for models that do not broadcast over a
     leading particle dim (when the vectorised trace fails, the ``ValueError`` says so). NaN

@@ -24,15 +24,18 @@ from pyro_vaeflow.metrics.features import (
 )
 from pyro_vaeflow.metrics.fid import fid, frechet_distance
 from pyro_vaeflow.metrics.inception import (
+    FEATURE_DTYPES,
     FID_HELPER_SHA1,
     PYTORCH_FID_SHA256,
     PYTORCH_FID_WEIGHTS,
+    fold_batch_norms,
     inception_network,
     weights_hash,
 )
 from pyro_vaeflow.metrics.reference import default_cache_dir, reference_statistics
 
 __all__ = [
+    "FEATURE_DTYPES",
     "FID_HELPER_SHA1",
     "PYTORCH_FID_SHA256",
     "PYTORCH_FID_WEIGHTS",
@@ -41,6 +44,7 @@ __all__ = [
     "check_images",
     "default_cache_dir",
     "fid",
+    "fold_batch_norms",
     "frechet_distance",
     "inception_network",
     "moments",

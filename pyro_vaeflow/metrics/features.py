@@ -85,7 +85,8 @@ def _features(batches: Iterator[Tensor], n: int, network: nn.Module, progress: b
             for batch in batches:
                 check_stop(f"the features of {done} images")  # a SIGTERM ends it here
                 x = check_images(batch, f"images {done}..{done + len(batch) - 1}")
-                out = network(x.to(device=device, dtype=torch.float32))
+                with torch.inference_mode():  # only the network: a sampler may need autograd
+                    out = network(x.to(device=device, dtype=torch.float32))
                 out = out[0] if isinstance(out, list | tuple) else out
                 chunks.append(out.flatten(1).double().cpu().numpy())
                 done += len(batch)

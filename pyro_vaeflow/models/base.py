@@ -30,6 +30,7 @@ import pyro
 import torch
 from torch import Tensor, nn
 
+from pyro_vaeflow.acceleration import accelerate
 from pyro_vaeflow.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from pyro_vaeflow.validation import check_image_shape, check_images
 
@@ -283,6 +284,21 @@ class ImageModel(nn.Module):
     def elbo_variants(self) -> dict[str, Variant]:
         """Bounds reported beside the full ELBO, by name (none by default)."""
         return {}
+
+    def accelerate(self, compile: bool = False, precision: str = "fp32", **options) -> ImageModel:
+        """Compiles the networks and sets their precision, in place; returns the model.
+
+        :func:`pyro_vaeflow.acceleration.accelerate` (``options``: ``compile_mode``,
+        ``backend``): the weights, the state dict and :meth:`save` do not change.
+
+        Example:
+            >>> from pyro_vaeflow.models import VAEFlow
+            >>> vae = VAEFlow((1, 8, 8), 2, depth=1, base_channels=2, fc_dim=8, prior_layers=1,
+            ...               prior_hidden_dims=(8,), glow_depth=1, glow_hidden_channels=4)
+            >>> vae.accelerate(precision="bf16").decoder.compute_dtype
+            torch.bfloat16
+        """
+        return accelerate(self, compile, precision, **options)
 
     # -- persistence -----------------------------------------------------------------------------
 

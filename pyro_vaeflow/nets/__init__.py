@@ -1,6 +1,8 @@
-"""Networks: the ResNet encoder and decoder of the VAEs, their default sizes, and PixelCNN."""
+"""Networks: the ResNet encoder and decoder of the VAEs, their default sizes, PixelCNN, and the
+mixed-precision mixin."""
 
 from pyro_vaeflow.nets.pixelcnn import MaskedConv2d, PixelCNN
+from pyro_vaeflow.nets.precision import MixedPrecision
 from pyro_vaeflow.nets.resnet import (
     ResidualBlock,
     ResNetDecoder,
@@ -11,6 +13,7 @@ from pyro_vaeflow.nets.resnet import (
 
 __all__ = [
     "MaskedConv2d",
+    "MixedPrecision",
     "PixelCNN",
     "ResNetDecoder",
     "ResNetEncoder",

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 from torch import Tensor, nn
 
+from pyro_vaeflow.nets.precision import MixedPrecision
+
 __all__ = ["ResNetDecoder", "ResNetEncoder", "ResNetSizes", "ResidualBlock", "default_architecture"]
 
 
@@ -108,13 +110,15 @@ def _check_depth(image_shape: Sequence[int], depth: int) -> tuple[int, int, int]
     return channels, height // 2**depth, width // 2**depth
 
 
-class ResNetEncoder(nn.Module):
+class ResNetEncoder(nn.Module, MixedPrecision):
     r"""Images ``[..., C, H, W]`` → the mean and standard deviation of a diagonal Gaussian.
 
     A 3x3 convolution to ``base_channels``, then ``depth`` scales of (residual blocks, a
     stride-2 convolution that doubles the channels), a fully connected layer of width
     ``fc_dim``, and a linear map to :math:`(\mu, \rho)` with :math:`\sigma = \mathrm{softplus}
-    (\rho) + 10^{-4}`.
+    (\rho) + 10^{-4}`. With ``compute_dtype`` set (:class:`~pyro_vaeflow.nets.precision.
+    MixedPrecision`) the layers run in that precision and :math:`\mu, \sigma` are computed in
+    float32 from their output.
 
     Args:
         image_shape: ``(C, H, W)``; H and W must be divisible by :math:`2^{\text{depth}}`.
@@ -161,17 +165,21 @@ class ResNetEncoder(nn.Module):
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         batch = x.shape[:-3]
-        out = self.net(x.reshape(-1, *x.shape[-3:])).reshape(*batch, -1)
+        with self.autocast(x):
+            out = self.net(x.reshape(-1, *x.shape[-3:]))
+        out = out.to(x.dtype).reshape(*batch, -1)
         loc, pre_scale = out.chunk(2, dim=-1)
         return loc, nn.functional.softplus(pre_scale) + 1e-4
 
 
-class ResNetDecoder(nn.Module):
+class ResNetDecoder(nn.Module, MixedPrecision):
     r"""Latents ``[..., d]`` → images ``[..., out_channels, H, W]``, the mirror of the encoder.
 
     A linear map to a fully connected layer and then to the coarsest feature map,
     ``depth`` scales of (a stride-2 transposed convolution that halves the channels, residual
-    blocks), and a 3x3 convolution to ``out_channels``. The output is unconstrained.
+    blocks), and a 3x3 convolution to ``out_channels``. The output is unconstrained, and in the
+    input's dtype even when ``compute_dtype`` runs the layers in bf16
+    (:class:`~pyro_vaeflow.nets.precision.MixedPrecision`).
 
     Args:
         image_shape: ``(C, H, W)`` of the images.
@@ -217,5 +225,6 @@ class ResNetDecoder(nn.Module):
         self.net = nn.Sequential(*layers)
 
     def forward(self, z: Tensor) -> Tensor:
-        out = self.net(z.reshape(-1, z.shape[-1]))
-        return out.reshape(*z.shape[:-1], *out.shape[-3:])
+        with self.autocast(z):
+            out = self.net(z.reshape(-1, z.shape[-1]))
+        return out.to(z.dtype).reshape(*z.shape[:-1], *out.shape[-3:])

@@ -4,10 +4,18 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
+from pathlib import Path
 
 import torch
 from torch import nn
 
+from pyro_vaeflow.acceleration import (
+    Acceleration,
+    accelerate,
+    load_compile_cache,
+    save_compile_cache,
+)
 from pyro_vaeflow.data import DynamicallyBinarized, binarize, load_images
 from pyro_vaeflow.distributed import barrier, is_main
 from pyro_vaeflow.models import ImageModel, build_model
@@ -15,7 +23,10 @@ from pyro_vaeflow.presets import Preset
 from pyro_vaeflow.rundir import RunDir
 from pyro_vaeflow.training import FitConfig, fit, phases_of
 
-__all__ = ["schedule", "train"]
+__all__ = ["COMPILE_CACHE", "schedule", "train"]
+
+#: The file of a run's compiled kernels (:func:`~pyro_vaeflow.acceleration.save_compile_cache`).
+COMPILE_CACHE = "compile-cache.bin"
 
 #: What a resumed run must share with the run it continues; the epochs, the time budget and
 #: the evaluation settings may change.
@@ -102,6 +113,7 @@ def train(
     seed: int = 0,
     progress: bool = True,
     checkpoint_every: float | None = None,
+    acceleration: Acceleration | None = None,
 ) -> tuple[ImageModel, list[dict]]:
     """Train the preset's model, phase after phase (see :func:`schedule`).
 
@@ -124,12 +136,22 @@ def train(
     raises :class:`~pyro_vaeflow.interrupt.Interrupted`; ``checkpoint_every`` (minutes) also
     writes one during long epochs. ``resume=True`` continues from either exactly.
 
+    ``acceleration`` (:class:`~pyro_vaeflow.acceleration.Acceleration`; default: eager float32,
+    TF32 on CUDA) may compile the networks and run them in bf16. It does not change the model's
+    weights or files, so a run may resume with other settings. Compiled kernels are kept in
+    ``<run_dir>/compile-cache.bin`` after each phase and at a stop, and loaded by a resumed run.
+    TF32 is set back after the call, and the model returned computes in float32 (its
+    networks stay compiled), so that it is evaluated as FID's protocol says.
+
     Returns:
         The trained model and the history of all phases.
     """
     run = RunDir(run_dir)
     with run.lock():
-        return _train(preset, run, data_dir, device, resume, seed, progress, checkpoint_every)
+        config = FitConfig(seed=seed, progress=progress, checkpoint_every=checkpoint_every)
+        acceleration = acceleration or Acceleration()
+        with acceleration.tf32_on(device):
+            return _train(preset, run, data_dir, device, resume, config, acceleration)
 
 
 def _train(
@@ -138,10 +160,10 @@ def _train(
     data_dir,
     device,
     resume: bool,
-    seed: int,
-    progress: bool,
-    checkpoint_every: float | None,
+    config: FitConfig,
+    acceleration: Acceleration,
 ) -> tuple[ImageModel, list[dict]]:
+    seed = config.seed
     pixels = load_images(preset.dataset, "train", data_dir)
     if tuple(pixels.shape[1:]) != preset.image_shape:
         raise ValueError(
@@ -151,34 +173,53 @@ def _train(
     pixels, val_data = _split(pixels[: preset.train_images], preset, seed)
     torch.manual_seed(seed)
     model = build_model(preset.architecture, preset.image_shape, **preset.model).to(device)
+    acceleration.apply(model)
     generator = torch.Generator().manual_seed(seed)
     data = DynamicallyBinarized(pixels, generator) if preset.binarize else pixels
-    config = FitConfig(
+    config = config.replace(
         batch_size=preset.batch_size,
         lr=preset.lr,
         lr_halve_every=preset.lr_halve_every,
         warmup_steps=preset.warmup_steps,
         clip_norm=preset.clip_norm,
-        seed=seed,
-        progress=progress,
-        checkpoint_every=checkpoint_every,
     )
     phases = schedule(preset, model)  # the preset is checked before the run directory is used
     _prepare(run, preset, resume)
     history: list[dict] = []
+    cache = run.path / COMPILE_CACHE
+    if acceleration.compile and resume:
+        load_compile_cache(cache)
     for index, (name, epochs) in enumerate(phases):
         if resume and any(run.has_checkpoint(later) for later, _ in phases[index + 1 :]):
             history += _finished(run, name)["history"]  # its weights are in a later one
             continue
         budget = _phase_budget(preset, run, phases, index, history, resume)
         phase_config = config.replace(epochs=epochs, time_budget=budget)
-        history += fit(
-            model, data, name, config=phase_config, val_data=val_data, run_dir=run, resume=resume
-        )
+        try:
+            history += fit(
+                model,
+                data,
+                name,
+                config=phase_config,
+                val_data=val_data,
+                run_dir=run,
+                resume=resume,
+            )
+        finally:
+            if acceleration.compile and is_main():
+                _keep_compile_cache(cache)
     if is_main():
         model.save(run.model_path)
     barrier()
-    return model, history
+    return accelerate(model, precision="fp32"), history  # evaluated as FID's protocol says
+
+
+def _keep_compile_cache(path: Path) -> None:
+    # The kernels compiled so far, for a resumed run; a full disk only costs a compile later.
+    try:
+        save_compile_cache(path)
+    except Exception as error:  # never hides the exception or the stop being raised
+        warnings.warn(f"{path}: compile cache not written ({error!r})", stacklevel=2)
 
 
 def _finished(run: RunDir, phase: str) -> dict:

@@ -36,6 +36,11 @@ class Batches:
         drop_short_last: with ``shard``, leave out a final batch with fewer images than
             processes (a training step needs an image on every rank); ``False`` gives some
             ranks an empty share of it instead (validation).
+        device: where the batches go. On CUDA the ``uint8`` pixels are copied from pinned
+            memory without blocking (a quarter of the bytes of float32 images) and dequantised
+            there, with the device's generator (whose state checkpoints keep); with a
+            ``noise_seed`` the noise stays the CPU generator's, so validation scores do not
+            depend on the device. ``None`` or a CPU: the batches stay where the data is.
 
     Example:
         >>> batches = Batches(torch.zeros(10, 1, 4, 4, dtype=torch.uint8), batch_size=4)
@@ -53,6 +58,7 @@ class Batches:
         noise_seed: int | None = None,
         shard: bool = False,
         drop_short_last: bool = True,
+        device: torch.device | str | None = None,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -70,6 +76,8 @@ class Batches:
         self.noise_seed = noise_seed
         self.shard, self.drop_short_last = shard, drop_short_last
         self._noise: torch.Generator | None = None
+        self.device = None if device is None else torch.device(device)
+        self._to_device = self.device is not None and self.device.type == "cuda"
 
     def __len__(self) -> int:
         steps = -(-len(self.data) // self.batch_size)
@@ -85,6 +93,9 @@ class Batches:
             x = x[0]
         if self.shard:
             x = shard(x)
+        if self._to_device and self._noise is None:
+            pinned = x.pin_memory() if x.device.type == "cpu" else x  # data may be on the GPU
+            x = pinned.to(self.device, non_blocking=True)
         return dequantize(x, self.n_bits, self._noise) if x.dtype == torch.uint8 else x
 
     def __iter__(self) -> Iterator[Tensor]:
@@ -109,7 +120,11 @@ class Batches:
             # A generator of its own: the loader draws a seed from it (for worker processes),
             # which would otherwise come from torch's global stream and change the training's.
             loader = DataLoader(
-                self.data, self.batch_size, sampler=sampler, generator=torch.Generator()
+                self.data,
+                self.batch_size,
+                sampler=sampler,
+                generator=torch.Generator(),
+                pin_memory=self._to_device,  # a Dataset's items are CPU tensors
             )
             for _, batch in zip(range(start, len(self)), loader, strict=False):
                 yield self._prepare(batch)

@@ -127,7 +127,10 @@ def fit(
     data_generator = getattr(data, "generator", None)
     if not isinstance(data_generator, torch.Generator):
         data_generator = None
-    batches = Batches(data, config.batch_size, config.n_bits, generator=shuffle, shard=True)
+    device = next(model.parameters()).device
+    batches = Batches(
+        data, config.batch_size, config.n_bits, generator=shuffle, shard=True, device=device
+    )
     optim = MultiTensorAdam(lr=config.lr, clip_norm=config.clip_norm or None)
     schedule = LearningRateSchedule(
         config.lr, config.lr_halve_every, config.warmup_steps, len(batches)

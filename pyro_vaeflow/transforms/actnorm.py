@@ -29,7 +29,9 @@ class ActNorm2d(Flow):
     the reverse map standardises the data side (when the first call goes base → data).
     Channels whose standard deviation is below ``eps`` keep a unit scale, so a constant channel
     gives finite values. The ``initialized`` buffer is saved in the ``state_dict``, so a loaded
-    model never initialises again. With ``init="identity"`` the layer starts as the identity.
+    model never initialises again. Reading it is a device synchronisation on a GPU, so it is read
+    only until it has been seen true (:meth:`pending_initialization`); loading a state dict
+    reads it again. With ``init="identity"`` the layer starts as the identity.
     Under a :mod:`torch.distributed` process group the statistics are those of every rank's
     first batch together (:func:`~pyro_vaeflow.distributed.mean_and_std`), so all ranks
     initialise identically; they must then make that first call together.
@@ -62,6 +64,21 @@ class ActNorm2d(Flow):
         self.loc = nn.Parameter(torch.zeros(channels, 1, 1))
         self.log_scale = nn.Parameter(torch.zeros(channels, 1, 1))
         self.register_buffer("initialized", torch.tensor(init == "identity"))
+        self._seen_initialized = False
+
+    def pending_initialization(self) -> bool:
+        """Whether the next call initialises the layer from its data.
+
+        Once the ``initialized`` buffer has been seen true it is not read again (on a GPU each
+        read waits for the queued kernels), until :meth:`load_state_dict` replaces it.
+        """
+        if not getattr(self, "_seen_initialized", False):  # absent in a module pickled before
+            self._seen_initialized = bool(self.initialized)
+        return not self._seen_initialized
+
+    def _load_from_state_dict(self, *args, **kwargs) -> None:
+        self._seen_initialized = False
+        super()._load_from_state_dict(*args, **kwargs)
 
     def _initialize(self, h: Tensor, data_side: bool) -> None:
         dims = [d for d in range(h.dim()) if d != h.dim() - 3]
@@ -83,13 +100,13 @@ class ActNorm2d(Flow):
 
     def forward_and_log_det(self, u: Tensor) -> tuple[Tensor, Tensor]:
         check_image(u, self.channels, type(self).__name__)
-        if not self.initialized:
+        if self.pending_initialization():
             self._initialize(u, data_side=False)
         return u * self.log_scale.exp() + self.loc, self._log_det(u)
 
     def inverse_and_log_det(self, x: Tensor) -> tuple[Tensor, Tensor]:
         check_image(x, self.channels, type(self).__name__)
-        if not self.initialized:
+        if self.pending_initialization():
             self._initialize(x, data_side=True)
         return (x - self.loc) * torch.exp(-self.log_scale), self._log_det(x)
 

@@ -397,7 +397,11 @@ class ComposeFlow(Flow):
             return False
         # A pending data-dependent initialisation runs on the real forward pass, never inside a
         # checkpointed region, whose recomputation would then see different parameters.
-        return all(bool(getattr(module, "initialized", True)) for module in part.modules())
+        return not any(
+            module.pending_initialization()
+            for module in part.modules()
+            if hasattr(module, "pending_initialization")
+        )
 
     def _run_part(self, part: Flow, method: str, h: Tensor) -> tuple[Tensor, Tensor]:
         function = getattr(part, method)

@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.distributions import constraints
 
+from pyro_vaeflow.nets.precision import MixedPrecision
 from pyro_vaeflow.transforms.base import Flow
 from pyro_vaeflow.transforms.shapes import check_image, with_channels
 
@@ -43,7 +44,7 @@ def glow_conditioner(in_channels: int, out_channels: int, hidden_channels: int =
     return GlowConditioner(in_channels, out_channels, hidden_channels)
 
 
-class GlowConditioner(nn.Sequential):
+class GlowConditioner(nn.Sequential, MixedPrecision):
     r"""Glow's coupling network, ``Sequential(Conv2d 3x3, ReLU, Conv2d 1x1, ReLU, Conv2d 3x3)``.
 
     The layers, parameters and state-dict keys (``0.weight`` … ``4.bias``) are those of a plain
@@ -79,8 +80,12 @@ class GlowConditioner(nn.Sequential):
     into the products, 1.05x on the step (not worth losing double backward).
 
     On other devices (CUDA keeps cuDNN's convolutions), for an input that is not a batch of
-    images, or once a layer has been replaced, reconfigured or given hooks, the forward pass is
-    ``nn.Sequential``'s.
+    images, once a layer has been replaced, reconfigured or given hooks, or under
+    ``torch.compile`` (whose convolutions beat these products: 1.17–1.32x on the step above, at
+    2 → 64 → 4, 2 → 128 → 4 on 14×14 and 6 → 512 → 12 on 16×16, 1 thread), the forward pass is
+    ``nn.Sequential``'s. With ``compute_dtype`` set
+    (:class:`~pyro_vaeflow.nets.precision.MixedPrecision`) the layers run in that precision and
+    the output is cast back to the input's dtype.
 
     Args:
         in_channels: channels of the conditioning half.
@@ -101,9 +106,17 @@ class GlowConditioner(nn.Sequential):
         )
 
     def forward(self, x: Tensor) -> Tensor:
-        if x.device.type == "cpu" and x.dim() == 4 and self._is_plain_glow():
-            return self._forward_matmul(x)
-        return super().forward(x)
+        with self.autocast(x):
+            out = self._forward_matmul(x) if self._use_matmul(x) else super().forward(x)
+        return out.to(x.dtype)
+
+    def _use_matmul(self, x: Tensor) -> bool:
+        return (
+            x.device.type == "cpu"
+            and x.dim() == 4
+            and not torch.compiler.is_compiling()
+            and self._is_plain_glow()
+        )
 
     def _is_plain_glow(self) -> bool:
         """Whether the layers are still Glow's, so that the matrix products compute them."""

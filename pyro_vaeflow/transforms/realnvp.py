@@ -77,7 +77,9 @@ class AffineCoupling1d(Flow):
         return torch.cat([h_b, h_a] if self.reverse else [h_a, h_b], dim=-1)
 
     def _scale_shift(self, h_a: Tensor) -> tuple[Tensor, Tensor]:
-        pre_scale, shift = self.net(h_a)
+        # A contiguous copy: the half is a view at offset 0 or ``split``, and a compiled network
+        # would be specialised (and recompiled) on that offset.
+        pre_scale, shift = self.net(h_a.contiguous())
         return soft_clamp(pre_scale, self.scale_bound), shift
 
     def forward_and_log_det(self, u: Tensor) -> tuple[Tensor, Tensor]:
