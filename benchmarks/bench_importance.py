@@ -6,9 +6,9 @@ layer is the identity; the cost of a forward pass does not depend on the weights
 
 - importance sampling: ``log_likelihood(vae.model, vae.guide, x, num_samples=K,
   chunk_size=C)``, the :math:`K` samples drawn ``C`` at a time, each chunk one vectorised trace
-  of the guide and the model under a particle plate (``C`` from ``--chunk-sizes``: 100 is what
-  the evaluation uses; a chunk size of at least :math:`K` draws all at once), and with the
-  default chunk (``chunk_size=None``: ``default_chunk_size(N, 784)`` samples per trace);
+  of the guide and the model under a particle plate (``C`` from ``--chunk-sizes``; a chunk size
+  of at least :math:`K` draws all at once), and with the default chunk (``chunk_size=None``:
+  ``default_chunk_size(N, 784)`` samples per trace, what the evaluation uses);
 - :math:`K` ELBOs: a loop of :math:`K` calls of ``elbo(vae.model, vae.guide, x)``, one particle
   each (each call also traces the model once to find the data plate, as any call does).
 
@@ -106,8 +106,8 @@ def parser() -> argparse.ArgumentParser:
         "--chunk-sizes",
         nargs="+",
         type=int,
-        default=[25, 50, 100, 250, 1000],
-        help="samples per trace, each beside the default chunk (the evaluation uses 100)",
+        default=[5, 10, 25, 100, 1000],
+        help="samples per trace, each beside the default chunk (which the evaluation uses)",
     )
     p.add_argument("--images", type=int, default=25, help="test images")
     add_common_options(

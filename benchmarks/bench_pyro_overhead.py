@@ -117,7 +117,7 @@ def main(args: argparse.Namespace) -> None:
     if args.quick:
         batch, args.repeats, args.min_time, args.warmup = 8, 1, 0.0, 0
     with reported_machine():
-        x = fashion_mnist(batch, "train", args.seed)
+        x = fashion_mnist(batch, "train", args.seed).to(args.device)
         side = "fit's GuardedSVI" if args.svi == "guarded" else "Pyro's SVI"
         print(
             f"VAEFlow((1, 28, 28), **PRESETS['cpu'].model), batch {batch} of Fashion-MNIST, "
@@ -128,7 +128,7 @@ def main(args: argparse.Namespace) -> None:
         rows = []
         for mode in args.modes:
             torch.manual_seed(args.seed)
-            vae = VAEFlow((1, 28, 28), **preset.model)
+            vae = VAEFlow((1, 28, 28), **preset.model).to(args.device)
             steps = {}
             with ExitStack() as stack:
                 twin = copy.deepcopy(vae)
@@ -188,6 +188,7 @@ def parser() -> argparse.ArgumentParser:
         warmup=3,
         min_time=1.0,
         seed=0,
+        device="cpu",
     )
     return p
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
+import torch
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 NEEDS = {"bench_normflows": "normflows"}  # scripts that import a library CI does not install
@@ -27,6 +28,7 @@ def load_script(name: str) -> ModuleType:
 @pytest.mark.parametrize(
     "name",
     [
+        "bench_compile",
         "bench_conv1x1",
         "bench_glow_step",
         "bench_pyro_overhead",
@@ -35,11 +37,13 @@ def load_script(name: str) -> ModuleType:
         "bench_normflows",
         "bench_memory",
         "bench_fid",
+        "bench_evaluation",
         "bench_ops",
         "bench_allocator",
         "bench_data_parallel",
         "bench_jit",
         "flops_glow_layer",
+        "fid_from_samples",
         "scaling_model",
     ],
 )
@@ -52,7 +56,7 @@ def test_benchmark_runs_quick(name, capsys, monkeypatch):
     out = capsys.readouterr().out
     assert out.startswith("Machine: ")
     assert "|---" in out
-    if name not in ("flops_glow_layer", "scaling_model"):  # counts and arithmetic, untimed
+    if name != "scaling_model":  # arithmetic, untimed
         assert out.splitlines()[-1].startswith("Load average (1 min) at the end: ")
 
 
@@ -72,7 +76,12 @@ def test_benchmark_runs_quick(name, capsys, monkeypatch):
         ("bench_fid", {"quick": False, "repeats": 5, "warmup": 1}, ["min_time", "seed", "device"]),
         ("bench_ops", {"quick": False, "warmup": 3, "seed": 0}, ["repeats", "min_time", "device"]),
         ("bench_allocator", {"quick": False, "repeats": 3}, ["warmup", "seed", "device"]),
-        ("flops_glow_layer", {"quick": False}, ["repeats", "warmup", "seed", "device"]),
+        (
+            "flops_glow_layer",
+            {"quick": False, "repeats": 5, "warmup": 1, "min_time": 1.0, "device": "cpu"},
+            [],
+        ),
+        ("fid_from_samples", {"quick": False, "seed": 0, "device": "cpu"}, ["repeats"]),
         ("bench_vs_glow", {"quick": False, "repeats": 5, "device": "cpu"}, ["warmup", "seed"]),
         ("bench_prior", {"quick": False}, ["repeats", "warmup", "device"]),
     ],
@@ -166,6 +175,10 @@ def test_gpu_checks_report_failures_and_unknown_steps(tmp_path):
     failed = gpu_checks(tmp_path, "tests", python="false")
     assert failed.returncode == 1
     assert "== tests: exit status 1" in failed.stdout
+    for name in ("throughput", "fid10k"):  # prepared for a GPU; here only their failure
+        failed = gpu_checks(tmp_path, name, python="false")
+        assert failed.returncode == 1
+        assert f"== {name}: exit status 1" in failed.stdout
     unknown = gpu_checks(tmp_path, "tests,table2")
     assert unknown.returncode == 2
     assert "unknown step 'tests,table2'" in unknown.stderr
@@ -177,3 +190,65 @@ def test_the_glow_layer_floor_is_flops_over_the_peak(monkeypatch):
     assert script.epoch_floor(54.26e9, 50000, 11.34) == pytest.approx(239.2, abs=0.1)
     # A squeeze quarters the pixels the 1x1 convolution runs on, at 4x its input channels.
     assert script.step_flops(0, 256, 1) > 2.5 * script.step_flops(1, 256, 1)
+
+
+def test_each_phase_floor_is_its_flops_over_a_peak_and_measured_against_it(capsys, monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    script = load_script("flops_glow_layer")
+    presets = script.PRESETS
+    assert script.epoch_images(presets["cpu-long"]) == 60000
+    assert script.epoch_images(presets["paper-cifar10"]) == 50000
+    assert script.parse_peak("h200-bf16") == script.Peak("h200-bf16", "bf16", 989.0)
+    assert script.parse_peak("2.5").tflops == 2.5
+    for bad in ("h100", "-1", "nan"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            script.parse_peak(bad)
+    args = script.parser().parse_args(["--quick", "--measure", "--tables", "phases"])
+    script.main(args)
+    out = capsys.readouterr().out
+    assert "### FLOP floor of each phase's epoch" in out
+    assert "| cpu | vae | 2 | 60,000 |" in out
+    assert "| cpu | glow | 2 | 60,000 |" in out
+    assert "### Measured training steps against the floor, on cpu" in out
+    assert "| cpu | glow | eager |" in out
+    assert "| this CPU |" in out
+
+
+def test_samples_are_written_as_uint8_and_scored_as_the_evaluation_draws_them(
+    tmp_path, capsys, monkeypatch
+):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    script = load_script("fid_from_samples")
+    from tests.helpers import tiny_vae
+
+    vae = tiny_vae()
+    vae.save(tmp_path / "model.pt")
+    out = tmp_path / "out" / "samples_T0.5.pt"
+    script.main(
+        script.parser().parse_args(
+            ["--write-from", str(tmp_path / "model.pt"), "--n", "20", str(out)]
+        )
+    )
+    samples = torch.load(out, weights_only=True)
+    assert samples.dtype == torch.uint8
+    assert samples.shape == (20, 1, 28, 28)
+    again = script.draw_samples(tmp_path / "model.pt", 20, 0.5, 0, "cpu")
+    assert torch.equal(samples, again)  # seeded: the same samples
+    args = script.parser().parse_args([str(out), "--n", "20", "--quiet"])
+    network = torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(2), torch.nn.Flatten())
+    script.score(args, network, tmp_path / "cache")
+    table = capsys.readouterr().out
+    assert "| 20 | 0.5 | — |" in table
+    assert "| 19.70 |" in table
+    with pytest.raises(SystemExit, match="fewer than --n 30"):
+        script.load_samples(out, 30)
+
+
+@pytest.mark.slow
+def test_the_demo_at_an_equal_budget_runs_quick(capsys, monkeypatch):
+    """Both smoke runs (eager and compiled) train, evaluate and give one row each."""
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    script = load_script("bench_demo_budget")
+    script.main(script.parser().parse_args(["--quick"]))
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ")]
+    assert [row.split(" | ")[0] for row in rows[1:]] == ["| eager", "| compiled"]
