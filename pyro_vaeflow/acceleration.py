@@ -63,6 +63,7 @@ __all__ = [
     "Acceleration",
     "accelerate",
     "compile_unavailable",
+    "device_of",
     "load_compile_cache",
     "networks",
     "save_compile_cache",
@@ -128,8 +129,14 @@ def compile_unavailable(
     return _probe(torch.device(device).type, backend)
 
 
-def _device(model: nn.Module) -> torch.device:
-    tensor = next(iter(model.state_dict().values()), None)
+def device_of(module: nn.Module) -> torch.device:
+    """The device of ``module``'s first parameter or buffer (the CPU if it has none).
+
+    Example:
+        >>> device_of(nn.Linear(2, 2)), device_of(nn.ReLU())
+        (device(type='cpu'), device(type='cpu'))
+    """
+    tensor = next(iter(module.state_dict().values()), None)
     return torch.device("cpu") if tensor is None else tensor.device
 
 
@@ -175,7 +182,7 @@ def accelerate(
         if isinstance(module, MixedPrecision):
             module.compute_dtype = PRECISIONS[precision]
     if compile:
-        reason = compile_unavailable(_device(model), backend)
+        reason = compile_unavailable(device_of(model), backend)
         if reason is not None:
             warnings.warn(
                 f"torch.compile is not available here ({reason}); the networks run eagerly",

@@ -10,6 +10,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from pyro_vaeflow.acceleration import device_of
 from pyro_vaeflow.interrupt import check_stop
 from pyro_vaeflow.validation import check_int
 
@@ -67,14 +68,9 @@ def check_images(images: Tensor, what: str = "images") -> Tensor:
     return images.expand(-1, 3, -1, -1) if images.shape[1] == 1 else images
 
 
-def _device(network: nn.Module) -> torch.device:
-    tensor = next(iter(network.state_dict().values()), None)
-    return torch.device("cpu") if tensor is None else tensor.device
-
-
 def _features(batches: Iterator[Tensor], n: int, network: nn.Module, progress: bool) -> np.ndarray:
     # Runs the network over batches of images; returns float64 features [n, D].
-    device, training = _device(network), network.training
+    device, training = device_of(network), network.training
     chunks, done = [], 0
     network.eval()
     try:
